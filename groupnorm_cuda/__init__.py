@@ -1,0 +1,24 @@
+"""groupnorm_cuda: a fast, drop-in GroupNorm (with optional fused SiLU) for PyTorch.
+
+    import groupnorm_cuda
+    y = groupnorm_cuda.group_norm(x, num_groups=32, weight=w, bias=b)       # like F.group_norm
+    m = groupnorm_cuda.GroupNorm(32, 256)                                    # like nn.GroupNorm
+    model = groupnorm_cuda.convert_groupnorm(model)                          # swap every nn.GroupNorm
+
+CUDA tensors run the fused CUDA kernels (when the extension was built with CUDA), CPU
+tensors the vectorized C++ CPU path. Both are registered as torch.ops.groupnorm_cuda.forward /
+backward, with fake kernels so torch.compile(fullgraph=True) traces through them.
+"""
+from ._ops import GroupNormFunction, built_with_cuda, group_norm
+from .launch_plan import cuda_launch_plan
+from .modules import GroupNorm, convert_groupnorm
+
+__all__ = [
+    "GroupNorm",
+    "GroupNormFunction",
+    "built_with_cuda",
+    "convert_groupnorm",
+    "cuda_launch_plan",
+    "group_norm",
+]
+__version__ = "0.1.0"
