@@ -67,6 +67,10 @@ def _check_args(x, weight, bias, num_groups):
         lambda: "Expected number of channels in input to be divisible by num_groups, but got input of shape "
         f"{list(x.shape)} and num_groups={num_groups}",
     )
+    hxw = 1
+    for d in x.shape[2:]:
+        hxw *= d
+    torch._check(hxw > 0, lambda: f"Expected HxW to be greater than 0, got {hxw}")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
             continue

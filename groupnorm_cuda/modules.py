@@ -59,9 +59,9 @@ class GroupNorm(nn.Module):
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, self.activation)
 
     def extra_repr(self) -> str:
-        s = "{num_groups}, {num_channels}, eps={eps}, affine={affine}".format(**self.__dict__)
-        if self.affine:
-            s += f", bias={self.bias is not None}"
+        s = "{num_groups}, {num_channels}, eps={eps}, affine={affine}, bias={use_bias}".format(
+            **self.__dict__, use_bias=self.bias is not None
+        )
         if self.activation is not None:
             s += f", activation={self.activation!r}"
         return s

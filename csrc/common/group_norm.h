@@ -118,6 +118,7 @@ inline GroupNormShape check_forward_args(const at::Tensor& x, const c10::optiona
               x.sizes(), " and num_groups=", num_groups);
   s.HxW = 1;
   for (int64_t d = 2; d < x.dim(); ++d) s.HxW *= x.size(d);
+  TORCH_CHECK(s.HxW > 0, "Expected HxW to be greater than 0, got ", s.HxW);
   check_param(weight, "weight", x, s.C);
   check_param(bias, "bias", x, s.C);
   const at::Tensor* w = opt_ptr(weight);

@@ -98,6 +98,15 @@ inline const A* as_acc(const T* x, A* buf, int64_t n) {
   }
 }
 
+// dst[i] += src[i]
+template <typename A>
+inline void add_vec(A* dst, const A* src, int64_t n) {
+  using V = Vectorized<A>;
+  int64_t i = 0;
+  for (; i + V::size() <= n; i += V::size()) (V::loadu(dst + i) + V::loadu(src + i)).store(dst + i);
+  for (; i < n; ++i) dst[i] += src[i];
+}
+
 template <typename A>
 inline A hsum(const Vectorized<A>& v) {
   alignas(64) A tmp[Vectorized<A>::size()];
@@ -396,53 +405,60 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   std::vector<A> ch_shift(s.N * C), ch_scale(s.N * C), ch_bias(s.N * C);
   Scratch<A> scratch;
 
+  // Moments of the G groups over rows [r0, r1) of sample n. Rows are taken kRowBlock at a
+  // time: exact two-level moments of the block (its mean, then squared deviations from it),
+  // Chan-merged into `out`, so no per-lane running sum grows longer than kRowBlock terms.
   auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
+    constexpr int64_t kRowBlock = 32;
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
-    const int64_t rows = r1 - r0;
     const T* xs = a.x + n * HxW * C;
-    A* buf = scratch.get(rows * C + 3 * C);
-    A* sh = buf + rows * C;  // per-channel shift: the group's first element (row 0)
-    A* acc = sh + C;         // per-channel sums
-    A* cm = acc + C;         // per-channel chunk mean of its group
+    A* buf = scratch.get(kRowBlock * C + 3 * C);
+    A* sh = buf + kRowBlock * C;  // per-channel shift: the group's first element (row 0)
+    A* acc = sh + C;              // per-channel sums
+    A* cm = acc + C;              // per-channel block mean of its group
     for (int64_t c = 0; c < C; ++c) sh[c] = static_cast<A>(xs[(c / D) * D]);
-    const A* v = as_acc(xs + r0 * C, buf, rows * C);
+    for (int64_t g = 0; g < G; ++g) out[g] = Moments<A>{};
     using V = Vectorized<A>;
     constexpr int64_t K = V::size();
-    std::fill(acc, acc + C, A(0));
-    for (int64_t r = 0; r < rows; ++r) {
-      const A* row = v + r * C;
-      int64_t c = 0;
-      for (; c + K <= C; c += K) (V::loadu(acc + c) + (V::loadu(row + c) - V::loadu(sh + c))).store(acc + c);
-      for (; c < C; ++c) acc[c] += row[c] - sh[c];
-    }
-    const A cnt = static_cast<A>(rows * D);
-    for (int64_t g = 0; g < G; ++g) {
-      A sum = 0;
-      for (int64_t d = 0; d < D; ++d) sum += acc[g * D + d];
-      out[g].n = rows * D;
-      out[g].mean = sum / cnt;
-      for (int64_t d = 0; d < D; ++d) cm[g * D + d] = out[g].mean;
-    }
-    std::fill(acc, acc + C, A(0));
-    for (int64_t r = 0; r < rows; ++r) {
-      const A* row = v + r * C;
-      int64_t c = 0;
-      for (; c + K <= C; c += K) {
-        V d = (V::loadu(row + c) - V::loadu(sh + c)) - V::loadu(cm + c);
-        at::vec::fmadd(d, d, V::loadu(acc + c)).store(acc + c);
+    for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, r1 - rb);
+      const A* v = as_acc(xs + rb * C, buf, rows * C);
+      std::fill(acc, acc + C, A(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const A* row = v + r * C;
+        int64_t c = 0;
+        for (; c + K <= C; c += K) (V::loadu(acc + c) + (V::loadu(row + c) - V::loadu(sh + c))).store(acc + c);
+        for (; c < C; ++c) acc[c] += row[c] - sh[c];
       }
-      for (; c < C; ++c) {
-        const A d = (row[c] - sh[c]) - cm[c];
-        acc[c] += d * d;
+      const A cnt = static_cast<A>(rows * D);
+      for (int64_t g = 0; g < G; ++g) {
+        A sum = 0;
+        for (int64_t d = 0; d < D; ++d) sum += acc[g * D + d];
+        const A mean = sum / cnt;
+        for (int64_t d = 0; d < D; ++d) cm[g * D + d] = mean;
       }
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      A m2 = 0;
-      for (int64_t d = 0; d < D; ++d) m2 += acc[g * D + d];
-      out[g].m2 = m2;
+      std::fill(acc, acc + C, A(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const A* row = v + r * C;
+        int64_t c = 0;
+        for (; c + K <= C; c += K) {
+          V d = (V::loadu(row + c) - V::loadu(sh + c)) - V::loadu(cm + c);
+          at::vec::fmadd(d, d, V::loadu(acc + c)).store(acc + c);
+        }
+        for (; c < C; ++c) {
+          const A d = (row[c] - sh[c]) - cm[c];
+          acc[c] += d * d;
+        }
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        Moments<A> blk;
+        blk.n = rows * D;
+        blk.mean = cm[g * D];
+        for (int64_t d = 0; d < D; ++d) blk.m2 += acc[g * D + d];
+        chan_merge(out[g], blk);
+      }
     }
   };
-  std::vector<Moments<A>> fused_tmp;
   auto stats = [&](int64_t n, int64_t p) {
     if (sched.fused) {
       // Thread-private G entries live in scratch-free storage: reuse the moments row.
@@ -789,10 +805,19 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
     const A* mu = ch_mu.data() + n * C;
     const A* zs = ch_zs.data() + n * C;
     const A* zb = ch_zb.data() + n * C;
-    A* buf = scratch.get(2 * C);
-    A *oa = out, *ob = out + C, *oe = out + 2 * C;
+    // Two-level sums: rows are added into a block accumulator (at most kRowBlock terms per
+    // lane), blocks into `out`, which keeps fp32 rounding growth small on long pieces.
+    constexpr int64_t kRowBlock = 32;
+    A* buf = scratch.get(5 * C);
+    A* blk = buf + 2 * C;
+    A *oa = blk, *ob = blk + C, *oe = blk + 2 * C;
     std::fill(out, out + 3 * C, A(0));
+    std::fill(blk, blk + 3 * C, A(0));
     for (int64_t r = r0; r < r1; ++r) {
+      if ((r - r0) % kRowBlock == 0 && r != r0) {
+        add_vec(out, blk, 3 * C);
+        std::fill(blk, blk + 3 * C, A(0));
+      }
       const A* v = as_acc(a.x + base + r * C, buf, C);
       if (phase == 0) {
         int64_t c = 0;
@@ -818,10 +843,9 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
         oe[c] += u;
       }
     }
+    add_vec(out, blk, 3 * C);
   };
-  auto add3 = [&](A* dst, const A* src) {
-    for (int64_t i = 0; i < 3 * C; ++i) dst[i] += src[i];
-  };
+  auto add3 = [&](A* dst, const A* src) { add_vec(dst, src, 3 * C); };
   auto make_stats = [&](int phase) {
     return [&, phase](int64_t n, int64_t p) {
       if (sched.fused) {
@@ -956,7 +980,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& inp
   at::Tensor mean = at::empty({s.N, s.G}, x.options().dtype(sdt));
   at::Tensor rstd = at::empty({s.N, s.G}, x.options().dtype(sdt));
   if (s.N == 0) return {y, mean, rstd};
-  TORCH_CHECK(s.HxW > 0, "Expected HxW to be greater than 0, got 0");
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
   const at::Tensor wc = w ? w->contiguous() : at::Tensor();
@@ -1000,7 +1023,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
     if (want_db) db.zero_();
     return {dx, dw, db};
   }
-  TORCH_CHECK(s.HxW > 0, "Expected HxW to be greater than 0, got 0");
   const at::Tensor wc = w ? w->contiguous() : at::Tensor();
   const at::Tensor bc = b ? b->contiguous() : at::Tensor();
   const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();

@@ -1,0 +1,251 @@
+// Device helpers shared by the forward and backward kernels: accumulation type, conversions,
+// math, vector loads, Welford/Chan merges, the 2-D walk over a group.
+// Portable CUDA only (see launch.cuh and csrc/README.md): no atomics, no intrinsics beyond
+// the math helpers below, shuffles with explicit full masks.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include "cuda/kernels/launch.cuh"
+
+namespace groupnorm_cuda {
+namespace kernels {
+
+// Accumulation type: double for double, float otherwise.
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_t = typename AccType<T>::type;
+
+__host__ __device__ inline float to_acc(float v) { return v; }
+__host__ __device__ inline double to_acc(double v) { return v; }
+__device__ inline float to_acc(__half v) { return __half2float(v); }
+__device__ inline float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> struct FromAcc;
+template <> struct FromAcc<float> { __device__ static float cvt(float v) { return v; } };
+template <> struct FromAcc<double> { __device__ static double cvt(double v) { return v; } };
+template <> struct FromAcc<__half> { __device__ static __half cvt(float v) { return __float2half(v); } };
+template <> struct FromAcc<__nv_bfloat16> {
+  __device__ static __nv_bfloat16 cvt(float v) { return __float2bfloat16(v); }
+};
+template <typename T, typename A> __device__ inline T from_acc(A v) { return FromAcc<T>::cvt(v); }
+
+// ---- math (device intrinsics on the GPU, std:: on the host emulator) ----
+__device__ inline float gn_rsqrt(float v) {
+#if defined(__CUDA_ARCH__)
+  return rsqrtf(v);
+#else
+  return 1.0f / std::sqrt(v);
+#endif
+}
+__device__ inline double gn_rsqrt(double v) {
+#if defined(__CUDA_ARCH__)
+  return rsqrt(v);
+#else
+  return 1.0 / std::sqrt(v);
+#endif
+}
+__device__ inline float gn_exp(float v) {
+#if defined(__CUDA_ARCH__)
+  return __expf(v);
+#else
+  return std::exp(v);
+#endif
+}
+__device__ inline double gn_exp(double v) { return std::exp(v); }
+// a / b where b > 0 (Welford weights).
+__device__ inline float gn_div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, b);
+#else
+  return a / b;
+#endif
+}
+__device__ inline double gn_div(double a, double b) { return a / b; }
+template <typename A> __device__ inline A gn_sigmoid(A z) { return A(1) / (A(1) + gn_exp(-z)); }
+
+// ---- warp shuffles (full 32-lane warp, explicit mask) ----
+constexpr unsigned kFullMask = 0xffffffffu;
+template <typename A> __device__ inline A shfl_xor(A v, int lane_mask) {
+  return __shfl_xor_sync(kFullMask, v, lane_mask);
+}
+
+// ---- vectors: V elements of T in one aligned load/store (16 bytes when V = 16/sizeof(T)) ----
+template <typename T, int V> struct alignas(sizeof(T) * V) Vec { T v[V]; };
+
+template <typename T, int V> __device__ inline Vec<T, V> load_vec(const T* __restrict__ p, int64_t off) {
+  return *reinterpret_cast<const Vec<T, V>*>(p + off);
+}
+template <typename T, int V> __device__ inline void store_vec(T* __restrict__ p, int64_t off, const Vec<T, V>& v) {
+  *reinterpret_cast<Vec<T, V>*>(p + off) = v;
+}
+
+// ---- Welford / Chan merges ----
+template <typename A> struct Welford {
+  A n, mean, m2;
+};
+template <typename A> __device__ inline Welford<A> welford_zero() {
+  Welford<A> w;
+  w.n = A(0); w.mean = A(0); w.m2 = A(0);
+  return w;
+}
+// Chan et al. merge of (nb, mb, m2b) into a. Zero counts are allowed on either side.
+template <typename A> __device__ inline void welford_merge(Welford<A>& a, A nb, A mb, A m2b) {
+  const A n = a.n + nb;
+  if (nb == A(0)) return;
+  const A delta = mb - a.mean;
+  const A f = gn_div(nb, n);
+  a.mean += delta * f;
+  a.m2 += m2b + delta * delta * a.n * f;
+  a.n = n;
+}
+// Adds V shifted values d[] (one vector) to a thread's state: local two-pass then Chan merge.
+template <typename A, int V> __device__ inline void welford_add_vec(Welford<A>& a, const A (&d)[V]) {
+  A sum = A(0);
+#pragma unroll
+  for (int j = 0; j < V; ++j) sum += d[j];
+  const A mv = sum * (A(1) / A(V));
+  A m2v = A(0);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const A t = d[j] - mv;
+    m2v += t * t;
+  }
+  welford_merge(a, A(V), mv, m2v);
+}
+// Butterfly merge over the whole warp: every lane ends with the warp total (fixed order).
+template <typename A> __device__ inline void warp_welford(Welford<A>& a) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const A nb = shfl_xor(a.n, off);
+    const A mb = shfl_xor(a.mean, off);
+    const A m2b = shfl_xor(a.m2, off);
+    welford_merge(a, nb, mb, m2b);
+  }
+}
+// Merge across the threads of one group: a group is `tpg` consecutive threads (tpg a
+// multiple of 32), a block holds blockDim.x / tpg groups. `red` is a [3][32] shared array of
+// the calling kernel. Every thread of the group ends with the group total (same bits).
+template <typename A>
+__device__ inline void group_welford(Welford<A>& a, A (*red)[32], int tpg) {
+  warp_welford(a);
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int wpg = tpg >> 5;
+  if (wpg > 1) {
+    if (lane == 0) {
+      red[0][warp] = a.n;
+      red[1][warp] = a.mean;
+      red[2][warp] = a.m2;
+    }
+    __syncthreads();
+    const int first = (warp / wpg) * wpg;
+    a = welford_zero<A>();
+    if (lane < wpg) {
+      a.n = red[0][first + lane];
+      a.mean = red[1][first + lane];
+      a.m2 = red[2][first + lane];
+    }
+    warp_welford(a);
+    __syncthreads();  // red may be reused by the caller
+  }
+}
+// Warp-redundant merge of `count` partials (n, mean, M2) stored consecutively at p:
+// lane l merges l, l+32, ... in order, then a butterfly. Same bits in every warp and CTA.
+template <typename A> __device__ inline Welford<A> merge_partials(const A* __restrict__ p, int64_t count, bool active) {
+  Welford<A> a = welford_zero<A>();
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  if (active) {
+    for (int64_t k = lane; k < count; k += 32) welford_merge(a, p[3 * k], p[3 * k + 1], p[3 * k + 2]);
+  }
+  warp_welford(a);
+  return a;
+}
+
+template <typename A> __device__ inline A warp_sum(A v) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) v += shfl_xor(v, off);
+  return v;
+}
+
+// ---- the 2-D view of one group ----
+// A group (n, g) is R rows x K vector-columns of V elements, row stride RS elements:
+//   NCHW: rows = the D channels, K = HxW / V, RS = HxW   (one contiguous run)
+//   NHWC: rows = the HxW positions, K = D / V, RS = C    (D channels per row)
+// Work on a group is a range of flat vector indices e = row * K + col; a thread walks
+// e0, e0 + step, ... keeping (row, col) incrementally (no division in the loop).
+struct Walk {
+  int64_t row, col, drow, dcol, K;
+  __device__ inline void init(int64_t e0, int64_t step, int64_t K_) {
+    K = K_;
+    row = e0 / K;
+    col = e0 - row * K;
+    drow = step / K;
+    dcol = step - drow * K;
+  }
+  __device__ inline void advance() {
+    row += drow;
+    col += dcol;
+    if (col >= K) {
+      col -= K;
+      ++row;
+    }
+  }
+};
+
+// Shape facts every kernel needs (all int64: products can exceed 2^31).
+struct Geometry {
+  int64_t N, C, HxW, G, D, M;  // M = D * HxW elements per group
+  int64_t Mv;                  // vectors per group
+  int64_t K;                   // vector-columns of the 2-D view
+  int64_t RS;                  // row stride (elements)
+  bool channels_last;
+  __device__ inline int64_t group_base(int64_t ng) const {
+    if (!channels_last) return ng * M;
+    const int64_t n = ng / G, g = ng - n * G;
+    return n * C * HxW + g * D;
+  }
+};
+
+// Work distribution shared by the element-walking kernels (forward stats/apply, on-chip
+// forward, backward dx): either `gpb` groups per CTA (`tpg` threads each, splits == 1) or one
+// group split into `splits` chunks of `chunk` vectors (gpb == 1).
+struct WalkSched {
+  int64_t splits, chunk;
+  int tpg, gpb;
+};
+struct GroupSlot {
+  int64_t ng, split, e_begin, e_end;
+  int lt;  // thread index within the group
+  bool active;
+};
+__device__ inline GroupSlot slot_of(const WalkSched& s, const Geometry& geo) {
+  GroupSlot r;
+  const int64_t NG = geo.N * geo.G;
+  const int64_t bid = blockIdx.x;
+  const int slot = static_cast<int>(threadIdx.x) / s.tpg;
+  r.lt = static_cast<int>(threadIdx.x) - slot * s.tpg;
+  if (s.splits == 1) {
+    r.ng = bid * s.gpb + slot;
+    r.split = 0;
+  } else if (geo.channels_last) {
+    // (n, split, g) with g fastest: concurrent CTAs read the same rows of one sample.
+    const int64_t g = bid % geo.G, t = bid / geo.G;
+    r.split = t % s.splits;
+    r.ng = (t / s.splits) * geo.G + g;
+  } else {
+    r.ng = bid / s.splits;
+    r.split = bid - r.ng * s.splits;
+  }
+  r.active = r.ng < NG;
+  r.e_begin = r.split * s.chunk;
+  r.e_end = r.e_begin + s.chunk < geo.Mv ? r.e_begin + s.chunk : geo.Mv;
+  if (!r.active) r.e_end = r.e_begin;
+  return r;
+}
+
+}  // namespace kernels
+}  // namespace groupnorm_cuda

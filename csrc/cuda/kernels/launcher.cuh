@@ -1,0 +1,234 @@
+// Host-side launcher: runs exactly the launch sequence of plan_forward / plan_backward on
+// raw pointers. No ATen: the ATen glue (group_norm_cuda.cu) and the CPU emulator harness
+// (tests/simt, -DGROUPNORM_SIMT) both call these.
+//
+// Usage:
+//   plan::ForwardPlan fp = plan::plan_forward(problem, overrides);
+//   fp = kernels::fit_forward_plan(args, fp);     // scalar path if a pointer is misaligned
+//   workspace of kernels::forward_workspace_bytes(fp) bytes (any 256-byte aligned memory)
+//   kernels::launch_forward(args, fp, workspace, stream);
+// and the same with Backward.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+
+#include "cuda/launch_plan.h"
+#include "cuda/kernels/backward.cuh"
+#include "cuda/kernels/forward.cuh"
+
+namespace groupnorm_cuda {
+namespace kernels {
+
+template <typename T, typename W> struct ForwardArgs {
+  const T* x;
+  const W* weight;  // nullable
+  const W* bias;    // nullable
+  T* y;
+  acc_t<T>* mean;
+  acc_t<T>* rstd;
+  int64_t N, C, HxW, G;
+  double eps;
+  bool channels_last;
+  Activation act;
+};
+
+// dx / dweight / dbias nullable = not wanted.
+template <typename T, typename W> struct BackwardArgs {
+  const T* dy;
+  const T* x;
+  const acc_t<T>* mean;
+  const acc_t<T>* rstd;
+  const W* weight;
+  const W* bias;
+  T* dx;
+  W* dweight;
+  W* dbias;
+  int64_t N, C, HxW, G;
+  bool channels_last;
+  Activation act;
+};
+
+template <typename T> struct DTypeOf;
+template <> struct DTypeOf<float> { static constexpr plan::DType value = plan::DType::Float32; };
+template <> struct DTypeOf<double> { static constexpr plan::DType value = plan::DType::Float64; };
+template <> struct DTypeOf<__half> { static constexpr plan::DType value = plan::DType::Float16; };
+template <> struct DTypeOf<__nv_bfloat16> { static constexpr plan::DType value = plan::DType::BFloat16; };
+
+template <typename Args> inline plan::Problem problem_of(const Args& a, plan::DType dt, int64_t sm_count) {
+  plan::Problem p;
+  p.N = a.N;
+  p.C = a.C;
+  p.HxW = a.HxW;
+  p.G = a.G;
+  p.dtype = dt;
+  p.layout = a.channels_last ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
+  p.sm_count = sm_count;
+  p.act = a.act;
+  return p;
+}
+
+inline bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+inline size_t forward_workspace_bytes(const plan::ForwardPlan& p) { return static_cast<size_t>(p.workspace_bytes); }
+inline size_t backward_workspace_bytes(const plan::BackwardPlan& p) { return static_cast<size_t>(p.workspace_bytes); }
+
+// The plan assumes 16-byte aligned tensors; re-plan with scalar accesses when they are not.
+// Call before sizing the workspace.
+template <typename T, typename W>
+inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
+  if (p.vec == 1 || (aligned16(a.x) && aligned16(a.y))) return p;
+  plan::Overrides ov = p.ov;
+  ov.vec = 1;
+  return plan::plan_forward(p.prob, ov);
+}
+template <typename T, typename W>
+inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
+  if (p.vec == 1 || (aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx))) return p;
+  plan::Overrides ov = p.ov;
+  ov.vec = 1;
+  return plan::plan_backward(p.prob, ov);
+}
+
+inline Geometry make_geometry(const plan::Problem& p, int64_t vec) {
+  Geometry g;
+  g.N = p.N;
+  g.C = p.C;
+  g.HxW = p.HxW;
+  g.G = p.G;
+  g.D = p.C / p.G;
+  g.M = g.D * p.HxW;
+  g.Mv = g.M / vec;
+  g.channels_last = p.layout == plan::MemLayout::ChannelsLast;
+  g.K = g.channels_last ? g.D / vec : p.HxW / vec;
+  g.RS = g.channels_last ? p.C : p.HxW;
+  return g;
+}
+
+inline WalkSched make_sched(const plan::WalkPlan& w) {
+  WalkSched s;
+  s.splits = w.splits;
+  s.chunk = w.chunk;
+  s.tpg = static_cast<int>(w.tpg);
+  s.gpb = static_cast<int>(w.gpb);
+  return s;
+}
+
+inline dim3 grid1(int64_t g) { return dim3(static_cast<unsigned>(g), 1, 1); }
+inline dim3 block1(int64_t b) { return dim3(static_cast<unsigned>(b), 1, 1); }
+
+template <typename T, typename W, int V>
+void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+  FwdParams<T, W> p;
+  p.x = a.x;
+  p.weight = a.weight;
+  p.bias = a.bias;
+  p.y = a.y;
+  p.mean = a.mean;
+  p.rstd = a.rstd;
+  p.ws = static_cast<acc_t<T>*>(workspace);
+  p.geo = make_geometry(pl.prob, V);
+  p.sched = make_sched(pl.walk);
+  p.eps = static_cast<acc_t<T>>(a.eps);
+  p.silu = a.act == Activation::SiLU;
+  const dim3 grid = grid1(pl.walk.grid), block = block1(pl.walk.block());
+  if (pl.schedule == plan::Schedule::OnChip) {
+    auto k = gn_fwd_onchip<T, W, V>;
+    GN_LAUNCH(k, grid, block, static_cast<size_t>(pl.smem_bytes), stream, p);
+    GN_AFTER_LAUNCH();
+  } else {
+    auto ks = gn_fwd_stats<T, V>;
+    GN_LAUNCH(ks, grid, block, 0, stream, p.x, p.ws, p.geo, p.sched);
+    GN_AFTER_LAUNCH();
+    auto ka = gn_fwd_apply<T, W, V>;
+    GN_LAUNCH(ka, grid, block, 0, stream, p);
+    GN_AFTER_LAUNCH();
+  }
+}
+
+template <typename T, typename W>
+void launch_forward(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+  if (pl.launches.empty()) return;  // N == 0 or empty groups
+  if (pl.vec > 1 && !(aligned16(a.x) && aligned16(a.y)))
+    throw std::invalid_argument("groupnorm_cuda: vectorized plan for misaligned tensors (call fit_forward_plan)");
+  constexpr int VF = static_cast<int>(16 / sizeof(T));
+  if (pl.vec == 1) launch_forward_v<T, W, 1>(a, pl, workspace, stream);
+  else launch_forward_v<T, W, VF>(a, pl, workspace, stream);
+}
+
+template <typename T, typename W, int V>
+void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
+                       cudaStream_t stream) {
+  using A = acc_t<T>;
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  BwdParams<T, W> p;
+  p.dy = a.dy;
+  p.x = a.x;
+  p.mean = a.mean;
+  p.rstd = a.rstd;
+  p.weight = a.weight;
+  p.bias = a.bias;
+  p.dx = a.dx;
+  p.dweight = a.dweight;
+  p.dbias = a.dbias;
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  p.silu_ws = reinterpret_cast<A*>(ws + pl.ws_silu);
+  p.sums = reinterpret_cast<A*>(ws + pl.ws_sums);
+  p.coef = reinterpret_cast<A*>(ws + pl.ws_coef);
+  p.dwp = want_params ? reinterpret_cast<A*>(ws + pl.ws_dwp) : nullptr;
+  p.geo = make_geometry(pl.prob, V);
+  p.dx_sched = make_sched(pl.walk);
+  p.silu_splits = pl.walk.splits;
+  p.pieces = pl.sums.pieces;
+  p.piece_len = pl.sums.piece_len;
+  p.row_blocks = pl.sums.row_blocks;
+  p.lanes = static_cast<int>(pl.sums.lanes);
+  p.rows_par = static_cast<int>(pl.sums.rows_par);
+  p.silu = pl.silu;
+  if (a.dx == nullptr && !want_params) return;
+
+  const dim3 wgrid = grid1(pl.walk.grid), wblock = block1(pl.walk.block());
+  if (pl.silu) {
+    auto k = gn_fwd_stats<T, V>;
+    GN_LAUNCH(k, wgrid, wblock, 0, stream, p.x, p.silu_ws, p.geo, p.dx_sched);
+    GN_AFTER_LAUNCH();
+  }
+  if (!p.geo.channels_last) {
+    auto k = gn_bwd_sums_nchw<T, W, V>;
+    GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
+  } else {
+    auto k = gn_bwd_sums_nhwc<T, W, V>;
+    GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
+  }
+  GN_AFTER_LAUNCH();
+  {
+    auto k = gn_bwd_coeffs<T, W>;
+    GN_LAUNCH(k, grid1(pl.coeff_grid), block1(pl.coeff_block), 0, stream, p);
+    GN_AFTER_LAUNCH();
+  }
+  if (want_params) {
+    auto k = gn_bwd_params<T, W>;
+    GN_LAUNCH(k, grid1(pl.params_grid), block1(pl.params_block), 0, stream, p);
+    GN_AFTER_LAUNCH();
+  }
+  if (a.dx != nullptr) {
+    auto k = gn_bwd_dx<T, W, V>;
+    GN_LAUNCH(k, wgrid, wblock, 0, stream, p);
+    GN_AFTER_LAUNCH();
+  }
+}
+
+template <typename T, typename W>
+void launch_backward(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
+                     cudaStream_t stream) {
+  if (pl.launches.empty()) return;
+  if (pl.vec > 1 && !(aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx)))
+    throw std::invalid_argument("groupnorm_cuda: vectorized plan for misaligned tensors (call fit_backward_plan)");
+  constexpr int VF = static_cast<int>(16 / sizeof(T));
+  if (pl.vec == 1) launch_backward_v<T, W, 1>(a, pl, workspace, stream);
+  else launch_backward_v<T, W, VF>(a, pl, workspace, stream);
+}
+
+}  // namespace kernels
+}  // namespace groupnorm_cuda

@@ -1,0 +1,418 @@
+// Launch planning for the CUDA kernels: pure host C++17 (no torch, no CUDA headers), so it is
+// compiled into every build (CPU-only included), exposed to Python as
+// groupnorm_cuda.cuda_launch_plan, unit-tested without a GPU, and used by the simt harness.
+//
+// plan_forward / plan_backward are the single source of truth: the CUDA launcher
+// (csrc/cuda/kernels/launcher.cuh) launches exactly what they return, and describe() prints
+// it. Overrides force a schedule, split factor, block size or vector width so that tiny
+// tensors can exercise every code path (tests/simt).
+//
+// Schedules (M = D * HxW elements per group (n, g), NG = N * G groups):
+//   forward OnChip : gn_fwd_onchip. gpb groups per CTA, tpg threads per group, each group's
+//                    data parked in shared memory between the statistics and the epilogue:
+//                    1 read + 1 write. Chosen when a group fits (<= 32 KiB) and either there
+//                    are enough CTAs (>= 2 per SM) or the group is too small to split.
+//   forward Split  : gn_fwd_stats + gn_fwd_apply. Each group cut into `splits` chunks of
+//                    `chunk` vectors; partial (count, mean, M2) in an fp32 (fp64) workspace,
+//                    merged in a fixed order by every apply CTA: 2 reads + 1 write.
+//   backward       : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
+//                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
+//                    6 with SiLU). dweight/dbias reduced over n in a fixed order.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/activation.h"
+
+namespace groupnorm_cuda {
+namespace plan {
+
+enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+enum class MemLayout : int { Contiguous = 0, ChannelsLast = 1 };
+
+struct Launch {
+  std::string kernel;
+  std::array<int64_t, 3> grid{1, 1, 1};
+  std::array<int64_t, 3> block{1, 1, 1};
+  int64_t shared_mem_bytes = 0;
+  // Extra facts worth printing (schedule, split factor, ...).
+  std::vector<std::pair<std::string, int64_t>> params;
+};
+
+struct Plans {
+  std::vector<Launch> forward;
+  std::vector<Launch> backward;
+};
+
+// ---------------------------------------------------------------------------------------
+// Tunables.
+constexpr int64_t kOnChipMaxGroupBytes = 32 * 1024;  // a group parked in shared memory
+constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // dynamic smem per CTA (no opt-in)
+constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
+constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
+constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward
+constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
+constexpr int64_t kMaxGridX = 2147483647;
+
+enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1 };
+
+struct Problem {
+  int64_t N = 0, C = 0, HxW = 1, G = 1;
+  DType dtype = DType::Float32;
+  MemLayout layout = MemLayout::Contiguous;
+  int64_t sm_count = 132;
+  Activation act = Activation::None;
+};
+
+// 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
+struct Overrides {
+  Schedule schedule = Schedule::Auto;  // forward: OnChip (only if the group fits) or Split
+  int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group
+  int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
+  int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
+  int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
+  int64_t pieces = 0;           // backward sums: pieces of the reduced dimension
+};
+
+// Work distribution of the element-walking kernels (mirrors kernels::WalkSched).
+struct WalkPlan {
+  int64_t splits = 1, chunk = 0, max_splits = 1;  // chunk in vectors
+  int64_t tpg = 32, gpb = 1;
+  int64_t grid = 0;
+  int64_t block() const { return tpg * gpb; }
+};
+
+struct ForwardPlan {
+  Problem prob;
+  Overrides ov;
+  Schedule schedule = Schedule::Split;
+  int64_t vec = 1;
+  WalkPlan walk;
+  int64_t smem_bytes = 0;   // gn_fwd_onchip dynamic shared memory
+  int64_t slot_bytes = 0;   // per group, on-chip
+  int64_t workspace_bytes = 0;
+  std::vector<Launch> launches;
+};
+
+struct SumsPlan {
+  int64_t lanes = 1, rows_par = 1, row_blocks = 1;
+  int64_t pieces = 1, piece_len = 0, max_pieces = 1;
+  int64_t block = 32, grid = 0;
+};
+
+struct BackwardPlan {
+  Problem prob;
+  Overrides ov;
+  int64_t vec = 1;
+  bool silu = false;
+  WalkPlan walk;  // gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
+  SumsPlan sums;
+  int64_t coeff_block = 256, coeff_grid = 0;
+  int64_t params_block = 256, params_grid = 0;
+  // Workspace regions (bytes from the start, 256-byte aligned).
+  int64_t ws_silu = 0, ws_sums = 0, ws_coef = 0, ws_dwp = 0, workspace_bytes = 0;
+  std::vector<Launch> launches;
+};
+
+// ---------------------------------------------------------------------------------------
+namespace detail {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t pow2_ceil(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return std::max(lo, std::min(hi, v)); }
+
+inline int64_t elem_size(DType t) {
+  switch (t) {
+    case DType::Float32: return 4;
+    case DType::Float64: return 8;
+    case DType::Float16:
+    case DType::BFloat16: return 2;
+  }
+  return 4;
+}
+inline int64_t acc_size(DType t) { return t == DType::Float64 ? 8 : 4; }
+
+inline void validate(const Problem& p) {
+  if (p.N < 0 || p.C <= 0 || p.HxW < 0 || p.G <= 0 || p.C % p.G != 0)
+    throw std::invalid_argument("groupnorm_cuda launch plan: need N >= 0, C > 0, G > 0, C % G == 0");
+  if (p.sm_count <= 0) throw std::invalid_argument("groupnorm_cuda launch plan: sm_count must be positive");
+}
+
+// 16-byte vectors when every vector lies inside one row of the 2-D view of a group and
+// all vector offsets are multiples of the width (pointer alignment is checked at launch).
+inline int64_t pick_vec(const Problem& p, const Overrides& ov) {
+  const int64_t v = 16 / elem_size(p.dtype);
+  if (ov.vec == 1) return 1;
+  const int64_t D = p.C / p.G;
+  const bool ok = p.layout == MemLayout::Contiguous ? (p.HxW % v == 0) : (D % v == 0);
+  return ok ? v : 1;
+}
+
+inline int64_t min_ctas(const Problem& p) { return 2 * p.sm_count; }
+inline int64_t target_ctas(const Problem& p) { return 4 * p.sm_count; }
+
+inline WalkPlan plan_walk(const Problem& p, int64_t vec, const Overrides& ov) {
+  WalkPlan w;
+  const int64_t NG = p.N * p.G;
+  const int64_t Mv = (p.C / p.G) * p.HxW / vec;
+  const int64_t min_chunk = std::max<int64_t>(1, kMinChunkElems / vec);
+  w.max_splits = std::max<int64_t>(1, ceil_div(Mv, min_chunk));
+  int64_t splits;
+  if (ov.splits > 0) splits = std::min(ov.splits, std::max<int64_t>(1, Mv));
+  else if (NG >= min_ctas(p)) splits = 1;
+  else splits = std::min(w.max_splits, ceil_div(target_ctas(p), std::max<int64_t>(1, NG)));
+  splits = std::max<int64_t>(1, splits);
+  w.chunk = std::max<int64_t>(1, ceil_div(Mv, splits));
+  w.splits = std::max<int64_t>(1, ceil_div(Mv, w.chunk));
+  if (ov.splits <= 0) w.max_splits = std::max(w.max_splits, w.splits);
+  w.tpg = clamp64(pow2_ceil(ceil_div(w.chunk, 4)), 32, kMaxBlock);
+  w.gpb = 1;
+  if (w.splits == 1) {
+    w.gpb = std::max<int64_t>(1, kMaxBlock / w.tpg);
+    while (w.gpb > 1 && ceil_div(NG, w.gpb) < min_ctas(p)) w.gpb /= 2;
+  }
+  if (ov.threads_per_group > 0) w.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.groups_per_block > 0 && w.splits == 1) w.gpb = ov.groups_per_block;
+  if (w.splits > 1) w.gpb = 1;
+  w.gpb = std::max<int64_t>(1, std::min(w.gpb, 1024 / w.tpg));
+  w.grid = ceil_div(NG, w.gpb) * w.splits;
+  if (w.grid > kMaxGridX) throw std::invalid_argument("groupnorm_cuda launch plan: grid too large");
+  return w;
+}
+
+inline void walk_params(Launch& l, const WalkPlan& w, int64_t vec) {
+  l.grid = {w.grid, 1, 1};
+  l.block = {w.block(), 1, 1};
+  l.params.push_back({"vec", vec});
+  l.params.push_back({"splits", w.splits});
+  l.params.push_back({"max_splits", w.max_splits});
+  l.params.push_back({"chunk_vectors", w.chunk});
+  l.params.push_back({"threads_per_group", w.tpg});
+  l.params.push_back({"groups_per_block", w.gpb});
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------
+inline ForwardPlan plan_forward(const Problem& p, const Overrides& ov = {}) {
+  using namespace detail;
+  validate(p);
+  ForwardPlan f;
+  f.prob = p;
+  f.ov = ov;
+  f.vec = pick_vec(p, ov);
+  const int64_t NG = p.N * p.G;
+  const int64_t D = p.C / p.G;
+  const int64_t Mv = D * p.HxW / f.vec;
+  if (NG == 0 || Mv == 0) return f;  // nothing to launch
+
+  // On-chip candidate.
+  f.slot_bytes = round_up(Mv * f.vec * elem_size(p.dtype), 16);
+  const bool fits = f.slot_bytes <= kOnChipMaxGroupBytes;
+  WalkPlan on;
+  on.splits = 1;
+  on.max_splits = 1;
+  on.chunk = Mv;
+  on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, kMaxOnChipTpg);
+  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kSmemBudgetBytes / f.slot_bytes));
+  while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
+  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kSmemBudgetBytes / f.slot_bytes}));
+  on.grid = ceil_div(NG, on.gpb);
+
+  const WalkPlan split = plan_walk(p, f.vec, ov);
+  bool use_onchip;
+  if (ov.schedule == Schedule::OnChip) use_onchip = fits;
+  else if (ov.schedule == Schedule::Split) use_onchip = false;
+  else use_onchip = fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
+
+  const int64_t acc = acc_size(p.dtype);
+  if (use_onchip) {
+    f.schedule = Schedule::OnChip;
+    f.walk = on;
+    f.smem_bytes = on.gpb * f.slot_bytes;
+    Launch l;
+    l.kernel = "gn_fwd_onchip";
+    walk_params(l, on, f.vec);
+    // max_splits of the alternative: a split schedule could not have had more CTAs.
+    for (auto& kv : l.params)
+      if (kv.first == "max_splits") kv.second = split.max_splits;
+    l.shared_mem_bytes = f.smem_bytes + 3 * 32 * acc;  // + static reduction buffer
+    l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
+    f.launches.push_back(l);
+  } else {
+    f.schedule = Schedule::Split;
+    f.walk = split;
+    f.workspace_bytes = round_up(NG * split.splits * 3 * acc, 256);
+    Launch s;
+    s.kernel = "gn_fwd_stats";
+    walk_params(s, split, f.vec);
+    s.shared_mem_bytes = 3 * 32 * acc;
+    s.params.push_back({"schedule", static_cast<int64_t>(Schedule::Split)});
+    Launch a;
+    a.kernel = "gn_fwd_apply";
+    walk_params(a, split, f.vec);
+    a.params.push_back({"schedule", static_cast<int64_t>(Schedule::Split)});
+    f.launches.push_back(s);
+    f.launches.push_back(a);
+  }
+  return f;
+}
+
+inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
+  using namespace detail;
+  validate(p);
+  BackwardPlan b;
+  b.prob = p;
+  b.ov = ov;
+  b.vec = pick_vec(p, ov);
+  b.silu = p.act == Activation::SiLU;
+  const int64_t NG = p.N * p.G;
+  const int64_t D = p.C / p.G;
+  const int64_t V = b.vec;
+  if (NG == 0 || D * p.HxW == 0) return b;
+  const int64_t acc = acc_size(p.dtype);
+
+  b.walk = plan_walk(p, V, ov);
+
+  SumsPlan& s = b.sums;
+  if (p.layout == MemLayout::Contiguous) {
+    // Rows = channels of the group (D), K = HxW / V vector-columns; `lanes` threads per
+    // row (a power of two <= 32, sub-warp shuffle reduce), pieces split the columns.
+    const int64_t K = p.HxW / V;
+    const int64_t min_piece = std::max<int64_t>(1, kMinChunkElems / V);
+    s.max_pieces = std::max<int64_t>(1, ceil_div(K, min_piece));
+    const int64_t lanes0 = std::min<int64_t>(32, pow2_ceil(K));
+    const int64_t rows0 = std::min(D, std::max<int64_t>(1, kMaxBlock / lanes0));
+    const int64_t base = NG * ceil_div(D, rows0);
+    int64_t pieces;
+    if (ov.pieces > 0) pieces = std::min(ov.pieces, K);
+    else if (base >= min_ctas(p)) pieces = 1;
+    else pieces = std::min(s.max_pieces, ceil_div(target_ctas(p), base));
+    pieces = std::max<int64_t>(1, pieces);
+    s.piece_len = ceil_div(K, pieces);
+    s.pieces = ceil_div(K, s.piece_len);
+    s.max_pieces = std::max(s.max_pieces, s.pieces);
+    s.lanes = std::min<int64_t>(32, pow2_ceil(s.piece_len));
+    s.rows_par = std::min(D, std::max<int64_t>(1, kMaxBlock / s.lanes));
+    s.row_blocks = ceil_div(D, s.rows_par);
+    s.block = round_up(s.lanes * s.rows_par, 32);
+    s.grid = NG * s.row_blocks * s.pieces;
+  } else {
+    // Rows = spatial positions, K = D / V vector-columns; `lanes` columns x `rows_par`
+    // rows of threads, pieces split the rows.
+    const int64_t K = D / V;
+    const int64_t min_rows = std::max<int64_t>(1, ceil_div(kMinChunkElems, D));
+    s.max_pieces = std::max<int64_t>(1, ceil_div(p.HxW, min_rows));
+    int64_t pieces;
+    if (ov.pieces > 0) pieces = std::min(ov.pieces, p.HxW);
+    else if (NG >= min_ctas(p)) pieces = 1;
+    else pieces = std::min(s.max_pieces, ceil_div(target_ctas(p), NG));
+    pieces = std::max<int64_t>(1, pieces);
+    s.piece_len = ceil_div(p.HxW, pieces);
+    s.pieces = ceil_div(p.HxW, s.piece_len);
+    s.max_pieces = std::max(s.max_pieces, s.pieces);
+    s.lanes = std::min(K, kNhwcSumsThreads);
+    s.rows_par = std::max<int64_t>(1, std::min(kNhwcSumsThreads / s.lanes, s.piece_len));
+    s.row_blocks = 1;
+    s.block = round_up(s.lanes * s.rows_par, 32);
+    s.grid = NG * s.pieces;
+  }
+  b.coeff_block = 256;
+  b.coeff_grid = ceil_div(NG, b.coeff_block / 32);
+  b.params_block = 256;
+  b.params_grid = ceil_div(p.C, b.params_block);
+
+  int64_t off = 0;
+  auto region = [&](int64_t bytes) {
+    const int64_t at = off;
+    off += round_up(bytes, 256);
+    return at;
+  };
+  b.ws_silu = region(b.silu ? NG * b.walk.splits * 3 * acc : 0);
+  b.ws_sums = region(p.N * p.C * s.pieces * 3 * acc);
+  b.ws_coef = region(NG * 2 * acc);
+  b.ws_dwp = region(p.N * p.C * 2 * acc);
+  b.workspace_bytes = off;
+
+  if (b.silu) {
+    Launch l;
+    l.kernel = "gn_fwd_stats";
+    walk_params(l, b.walk, V);
+    l.shared_mem_bytes = 3 * 32 * acc;
+    l.params.push_back({"silu_prepass", 1});
+    b.launches.push_back(l);
+  }
+  {
+    Launch l;
+    l.kernel = p.layout == MemLayout::Contiguous ? "gn_bwd_sums_nchw" : "gn_bwd_sums_nhwc";
+    l.grid = {s.grid, 1, 1};
+    l.block = {s.block, 1, 1};
+    l.shared_mem_bytes = p.layout == MemLayout::Contiguous ? 0 : kNhwcSumsThreads * 8 * acc;
+    l.params = {{"vec", V},           {"lanes", s.lanes},           {"rows_par", s.rows_par},
+                {"row_blocks", s.row_blocks}, {"pieces", s.pieces}, {"max_pieces", s.max_pieces},
+                {"piece_len", s.piece_len}};
+    b.launches.push_back(l);
+  }
+  {
+    Launch l;
+    l.kernel = "gn_bwd_coeffs";
+    l.grid = {b.coeff_grid, 1, 1};
+    l.block = {b.coeff_block, 1, 1};
+    b.launches.push_back(l);
+  }
+  {
+    Launch l;
+    l.kernel = "gn_bwd_params";
+    l.grid = {b.params_grid, 1, 1};
+    l.block = {b.params_block, 1, 1};
+    b.launches.push_back(l);
+  }
+  {
+    Launch l;
+    l.kernel = "gn_bwd_dx";
+    walk_params(l, b.walk, V);
+    b.launches.push_back(l);
+  }
+  return b;
+}
+
+inline Problem make_problem(const std::vector<int64_t>& shape, int64_t num_groups, DType dtype, MemLayout layout,
+                            int64_t sm_count, Activation act) {
+  if (shape.size() < 2) throw std::invalid_argument("groupnorm_cuda launch plan: shape needs at least 2 dims");
+  Problem p;
+  p.N = shape[0];
+  p.C = shape[1];
+  p.HxW = 1;
+  for (size_t i = 2; i < shape.size(); ++i) p.HxW *= shape[i];
+  p.G = num_groups;
+  p.dtype = dtype;
+  p.layout = layout;
+  p.sm_count = sm_count;
+  p.act = act;
+  return p;
+}
+
+inline Plans describe(const std::vector<int64_t>& shape, int64_t num_groups, DType dtype, MemLayout layout,
+                      int64_t sm_count, Activation act) {
+  const Problem p = make_problem(shape, num_groups, dtype, layout, sm_count, act);
+  Plans out;
+  out.forward = plan_forward(p).launches;
+  out.backward = plan_backward(p).launches;
+  return out;
+}
+
+}  // namespace plan
+}  // namespace groupnorm_cuda

@@ -1,0 +1,171 @@
+"""The CUDA launch planner (csrc/cuda/launch_plan.h) through groupnorm_cuda.cuda_launch_plan:
+occupancy (>= 2 CTAs per SM on a 132-SM GPU, or the split is already maximal), CUDA launch
+limits, every dtype / layout / activation. Pure host code: no GPU needed."""
+import itertools
+import math
+
+import pytest
+import torch
+
+groupnorm_cuda = pytest.importorskip("groupnorm_cuda")
+
+SM = 132
+MIN_CTAS = 2 * SM
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply"}
+BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx"}
+ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params"}
+
+
+def _shapes():
+    out = []
+    for c, s in itertools.product((320, 640, 1280), (64, 32, 16, 8)):  # SD UNet
+        out.append(((2, c, s, s), 32))
+    for c, s in itertools.product((512, 256, 128), (128, 256, 512, 1024)):  # VAE, batch 1
+        out.append(((1, c, s, s), 32))
+    out.append(((1, 128, 8, 128, 128), 32))  # video VAE, 5-D
+    for c, s in zip((256, 512, 1024, 2048), (56, 28, 14, 7)):  # ResNet
+        out.append(((32, c, s, s), 32))
+    out.append(((16, 256, 100, 152), 32))  # detection FPN
+    out += [((2, 320, 64, 64), 320), ((2, 320, 64, 64), 1), ((1, 512, 512, 512), 1)]  # G = C, G = 1
+    out += [((32, 2048, 1, 1), 32), ((32, 2048, 1, 1), 2048), ((8, 64, 1, 1), 1)]  # spatial size 1
+    out += [((4, 96, 1000), 32), ((2, 64, 7, 9, 11), 8)]  # 3-D, odd 5-D
+    return out
+
+
+SHAPES = _shapes()
+
+
+def _memory_formats(shape):
+    fmts = [torch.contiguous_format]
+    if len(shape) == 4:
+        fmts.append(torch.channels_last)
+    elif len(shape) == 5:
+        fmts.append(torch.channels_last_3d)
+    return fmts
+
+
+def _ctas(launch):
+    return math.prod(launch["grid"])
+
+
+def _check_limits(launch):
+    gx, gy, gz = launch["grid"]
+    assert 1 <= gx <= 2**31 - 1 and 1 <= gy <= 65535 and 1 <= gz <= 65535, launch
+    threads = math.prod(launch["block"])
+    assert 1 <= threads <= 1024, launch
+    assert threads % 32 == 0, launch  # the kernels shuffle over full warps
+    assert 0 <= launch["shared_mem_bytes"] <= 48 * 1024, launch
+    assert launch["kernel"] in ALL_KERNELS, launch
+
+
+def _check_occupancy(launch):
+    """>= 2 CTAs per SM, unless the work cannot be split any further."""
+    if _ctas(launch) >= MIN_CTAS:
+        return
+    if "pieces" in launch:
+        assert launch["pieces"] == launch["max_pieces"], launch
+    else:
+        assert launch["splits"] == launch["max_splits"], launch
+
+
+CASES = [
+    (shape, g, dt, fmt, act)
+    for (shape, g) in SHAPES
+    for dt in DTYPES
+    for fmt in _memory_formats(shape)
+    for act in (None, "silu")
+]
+
+
+@pytest.mark.parametrize("shape,groups,dtype,fmt,act", CASES,
+                         ids=[f"{'x'.join(map(str, s))}-G{g}-{str(d)[6:]}-{str(f)[6:]}-{a}" for s, g, d, f, a in CASES])
+def test_plan(shape, groups, dtype, fmt, act):
+    plans = groupnorm_cuda.cuda_launch_plan(shape, groups, dtype=dtype, memory_format=fmt, sm_count=SM,
+                                            activation=act)
+    fwd, bwd = plans["forward"], plans["backward"]
+    names_f = [l["kernel"] for l in fwd]
+    names_b = [l["kernel"] for l in bwd]
+    assert names_f in (["gn_fwd_onchip"], ["gn_fwd_stats", "gn_fwd_apply"]), names_f
+    sums = "gn_bwd_sums_nchw" if fmt == torch.contiguous_format else "gn_bwd_sums_nhwc"
+    expected_b = (["gn_fwd_stats"] if act == "silu" else []) + [sums, "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"]
+    assert names_b == expected_b
+    for l in fwd + bwd:
+        _check_limits(l)
+    for l in fwd:
+        _check_occupancy(l)
+    for l in bwd:
+        if l["kernel"] in BACKWARD_MAIN:
+            _check_occupancy(l)
+    # Element size and vector width: 16-byte vectors or scalars.
+    esize = torch.empty((), dtype=dtype).element_size()
+    for l in fwd + bwd:
+        if "vec" in l:
+            assert l["vec"] in (1, 16 // esize), l
+    # The walk covers every vector of every group exactly once.
+    n, c = shape[0], shape[1]
+    m = (c // groups) * math.prod(shape[2:])
+    for l in fwd:
+        mv = m // l["vec"]
+        assert l["chunk_vectors"] * l["splits"] >= mv > l["chunk_vectors"] * (l["splits"] - 1)
+        groups_per_cta = l["groups_per_block"]
+        assert l["block"][0] == l["threads_per_group"] * groups_per_cta
+        assert l["grid"][0] == math.ceil(n * groups / groups_per_cta) * l["splits"]
+    if fwd[0]["kernel"] == "gn_fwd_onchip":
+        assert fwd[0]["splits"] == 1
+        assert m * esize <= 32 * 1024  # the group is parked in shared memory
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 1024, 1024), (1, 512, 512, 512), (1, 128, 256, 256)])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_batch1_vae_is_split(shape, fmt):
+    """Batch-1 VAE layers: 32 groups would give 32 CTAs; each group is split instead."""
+    plans = groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=torch.float16, memory_format=fmt)
+    for l in plans["forward"]:
+        assert l["splits"] > 1 and _ctas(l) >= MIN_CTAS, l
+    for l in plans["backward"]:
+        if l["kernel"] in BACKWARD_MAIN:
+            assert _ctas(l) >= MIN_CTAS, l
+
+
+def test_small_groups_stay_on_chip():
+    # ResNet-50 last stage: 3136 elements per group, 1024 groups: one read, one write.
+    plans = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float16)
+    assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_onchip"]
+    assert plans["forward"][0]["shared_mem_bytes"] > 0
+
+
+def test_sm_count_scales_the_split():
+    small = groupnorm_cuda.cuda_launch_plan((1, 128, 512, 512), 32, sm_count=16)["forward"][0]
+    big = groupnorm_cuda.cuda_launch_plan((1, 128, 512, 512), 32, sm_count=132)["forward"][0]
+    assert big["splits"] > small["splits"]
+    assert _ctas(small) >= 32
+
+
+def test_vectorization_rules():
+    # NCHW: 16-byte vectors need HxW % (16 / elem) == 0; NHWC needs (C / G) % (16 / elem) == 0.
+    plan = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float32)
+    assert plan["forward"][0]["vec"] == 1  # 49 positions
+    plan = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float32,
+                                           memory_format=torch.channels_last)
+    assert plan["forward"][0]["vec"] == 4  # 64 channels per group
+    plan = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=torch.bfloat16)
+    assert plan["forward"][0]["vec"] == 8
+
+
+def test_empty_batch_launches_nothing():
+    plans = groupnorm_cuda.cuda_launch_plan((0, 64, 8, 8), 8)
+    assert plans["forward"] == [] and plans["backward"] == []
+
+
+def test_huge_tensor_grid_fits():
+    # 2^33 elements: 64-bit offsets in the kernels, grid still within limits.
+    plans = groupnorm_cuda.cuda_launch_plan((8, 512, 1024, 2048), 32, dtype=torch.float16)
+    for l in plans["forward"] + plans["backward"]:
+        _check_limits(l)
+
+
+@pytest.mark.parametrize("bad", [dict(shape=(2, 30, 4, 4), num_groups=4), dict(shape=(2,), num_groups=1)])
+def test_invalid_arguments(bad):
+    with pytest.raises((ValueError, RuntimeError)):
+        groupnorm_cuda.cuda_launch_plan(bad["shape"], bad["num_groups"])
