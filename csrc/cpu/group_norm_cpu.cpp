@@ -679,24 +679,39 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   const auto& s = a.s;
   const int64_t D = s.D(), HxW = s.HxW, M = s.M();
   const bool silu = a.act == Activation::SiLU;
-  // Pieces never cross a channel: piece = (channel d of the group, range of HxW).
-  const int64_t ppc = (HxW + kPieceElems - 1) / kPieceElems;  // pieces per channel
+  // Pieces hold whole channels when a channel is short (several channels per piece), else a
+  // range of one channel (several pieces per channel, merged in order).
+  const bool whole = HxW <= kPieceElems;
+  const int64_t cpp = whole ? std::max<int64_t>(1, kPieceElems / HxW) : 1;  // channels per piece
+  const int64_t ppc = whole ? 1 : (HxW + kPieceElems - 1) / kPieceElems;     // pieces per channel
+  const int64_t pieces = whole ? (D + cpp - 1) / cpp : D * ppc;
   const int64_t units = s.N * s.G;
-  const Schedule sched = make_schedule(units, D * ppc, 2 * M * static_cast<int64_t>(sizeof(T)));
+  const Schedule sched = make_schedule(units, pieces, 2 * M * static_cast<int64_t>(sizeof(T)));
+  // Where piece results go: straight into the per-channel sums when no other piece touches
+  // the channel concurrently, else into per-piece partials merged in finish.
+  const bool direct = whole || sched.fused;
   constexpr int64_t kChunk = 2048;
 
-  std::vector<ChanSums<A>> partial(sched.fused ? 0 : D * ppc);
-  std::vector<ChanSums<A>> sums(units * D);
-  std::vector<A> r_silu(silu ? units : 0);  // r computed ahead of the main reduction (SiLU)
+  std::vector<ChanSums<A>> partial(direct ? 0 : pieces);
+  std::vector<ChanSums<A>> sums(units * D);                // a, bs, e per (n, c)
+  std::vector<ChanSums<A>> esums(silu ? units * D : 0);    // SiLU pre-pass: e per (n, c)
+  std::vector<A> r_silu(silu ? units : 0);
   std::vector<GroupCoef<A>> coef(units);
   Scratch<A> scratch;
 
-  auto piece_sums = [&](int64_t u, int64_t p, bool only_e) {
-    const int64_t n = u / s.G, g = u % s.G;
-    const int64_t d = p / ppc, h0 = (p % ppc) * kPieceElems, h1 = std::min(HxW, h0 + kPieceElems);
+  // Calls f(d, h0, h1, first) for the channel segments of piece p.
+  auto for_segments = [&](int64_t p, auto&& f) {
+    if (whole) {
+      for (int64_t d = p * cpp; d < std::min(D, (p + 1) * cpp); ++d) f(d, int64_t(0), HxW, true);
+    } else {
+      const int64_t h0 = (p % ppc) * kPieceElems;
+      f(p / ppc, h0, std::min(HxW, h0 + kPieceElems), p % ppc == 0);
+    }
+  };
+  auto segment_sums = [&](int64_t u, int64_t d, int64_t h0, int64_t h1, bool only_e) {
     const int64_t off = u * M + d * HxW;
     const A mu = a.mean[u];
-    const ZCoef<A> zc = silu && !only_e ? z_coef(a, n, g * D + d, r_silu[u]) : ZCoef<A>{};
+    const ZCoef<A> zc = silu && !only_e ? z_coef(a, u / s.G, (u % s.G) * D + d, r_silu[u]) : ZCoef<A>{};
     A* buf = scratch.get(2 * kChunk);
     ChanSums<A> acc;
     for (int64_t h = h0; h < h1; h += kChunk) {
@@ -707,73 +722,69 @@ void backward_nchw(const BwdArgs<T, W>& a) {
     }
     return acc;
   };
-  // SiLU pre-pass: r per group.
-  if (silu) {
-    const Schedule pre{units, D * ppc, sched.fused};
-    std::vector<ChanSums<A>> e_acc(units);
+  auto make_stats = [&](std::vector<ChanSums<A>>& target, bool only_e) {
+    return [&, only_e](int64_t u, int64_t p) {
+      for_segments(p, [&](int64_t d, int64_t h0, int64_t h1, bool first) {
+        const ChanSums<A> part = segment_sums(u, d, h0, h1, only_e);
+        if (direct) {
+          ChanSums<A>& dst = target[u * D + d];
+          if (first) dst = ChanSums<A>{};
+          dst.add(part);
+        } else {
+          partial[p] = part;
+        }
+      });
+    };
+  };
+  auto merge = [&](std::vector<ChanSums<A>>& target, int64_t u) {
+    if (direct) return;
+    for (int64_t d = 0; d < D; ++d) {
+      ChanSums<A>& dst = target[u * D + d];
+      dst = ChanSums<A>{};
+      for (int64_t q = 0; q < ppc; ++q) dst.add(partial[d * ppc + q]);
+    }
+  };
+  if (silu) {  // r per group, needed by z before the main reduction
     run_schedule(
-        pre,
-        [&](int64_t u, int64_t p) {
-          if (sched.fused) {
-            if (p == 0) e_acc[u] = ChanSums<A>{};
-            e_acc[u].add(piece_sums(u, p, true));
-          } else {
-            partial[p] = piece_sums(u, p, true);
-          }
-        },
+        sched, make_stats(esums, true),
         [&](int64_t u) {
-          if (!sched.fused) {
-            e_acc[u] = ChanSums<A>{};
-            for (int64_t p = 0; p < D * ppc; ++p) e_acc[u].add(partial[p]);
-          }
-          r_silu[u] = e_acc[u].e / static_cast<A>(M);
+          merge(esums, u);
+          A e = 0;
+          for (int64_t d = 0; d < D; ++d) e += esums[u * D + d].e;
+          r_silu[u] = e / static_cast<A>(M);
         },
         [](int64_t, int64_t) {});
   }
-  auto stats = [&](int64_t u, int64_t p) {
-    if (sched.fused) {
-      ChanSums<A>& dst = sums[u * D + p / ppc];
-      if (p % ppc == 0) dst = ChanSums<A>{};
-      dst.add(piece_sums(u, p, false));
-    } else {
-      partial[p] = piece_sums(u, p, false);
-    }
-  };
   auto finish = [&](int64_t u) {
-    if (!sched.fused) {
-      for (int64_t d = 0; d < D; ++d) {
-        ChanSums<A>& dst = sums[u * D + d];
-        dst = ChanSums<A>{};
-        for (int64_t q = 0; q < ppc; ++q) dst.add(partial[d * ppc + q]);
-      }
-    }
+    merge(sums, u);
     // With SiLU the e sums equal the pre-pass ones bit for bit, so r matches the z used above.
     coef[u] = finish_group(a, u / s.G, u % s.G, sums.data() + u * D);
   };
   auto apply = [&](int64_t u, int64_t p) {
     if (!a.dx) return;
     const int64_t n = u / s.G, g = u % s.G;
-    const int64_t d = p / ppc, h0 = (p % ppc) * kPieceElems, h1 = std::min(HxW, h0 + kPieceElems);
-    const int64_t c = g * D + d;
-    const int64_t off = u * M + d * HxW;
     const A mu = a.mean[u];
-    const A c1 = a.rstd[u] * param_at(a.w, c, A(1));
-    const ZCoef<A> zc = silu ? z_coef(a, n, c, coef[u].r) : ZCoef<A>{};
     A* buf = scratch.get(3 * kChunk);
-    for (int64_t h = h0; h < h1; h += kChunk) {
-      const int64_t cnt = std::min(kChunk, h1 - h);
-      const A* v = as_acc(a.x + off + h, buf, cnt);
-      const A* dy = as_acc(a.dy + off + h, buf + kChunk, cnt);
-      if constexpr (std::is_same_v<T, A>) {
-        channel_dx(dy, v, a.dx + off + h, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
-      } else {
-        A* out = buf + 2 * kChunk;
-        channel_dx(dy, v, out, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
-        store_from_acc(out, a.dx + off + h, cnt);
+    for_segments(p, [&](int64_t d, int64_t h0, int64_t h1, bool) {
+      const int64_t c = g * D + d;
+      const int64_t off = u * M + d * HxW;
+      const A c1 = a.rstd[u] * param_at(a.w, c, A(1));
+      const ZCoef<A> zc = silu ? z_coef(a, n, c, coef[u].r) : ZCoef<A>{};
+      for (int64_t h = h0; h < h1; h += kChunk) {
+        const int64_t cnt = std::min(kChunk, h1 - h);
+        const A* v = as_acc(a.x + off + h, buf, cnt);
+        const A* dy = as_acc(a.dy + off + h, buf + kChunk, cnt);
+        if constexpr (std::is_same_v<T, A>) {
+          channel_dx(dy, v, a.dx + off + h, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
+        } else {
+          A* out = buf + 2 * kChunk;
+          channel_dx(dy, v, out, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
+          store_from_acc(out, a.dx + off + h, cnt);
+        }
       }
-    }
+    });
   };
-  run_schedule(sched, stats, finish, apply);
+  run_schedule(sched, make_stats(sums, false), finish, apply);
 }
 
 template <typename T, typename W>
@@ -994,7 +1005,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& inp
                        s,
                        eps,
                        act};
-    if (layout == Layout::ChannelsLast)
+    // With HxW == 1 both layouts are the same memory: the row (NHWC) kernels vectorize
+    // across channels instead of running one-element channels.
+    if (layout == Layout::ChannelsLast || s.HxW == 1)
       forward_nhwc(args);
     else
       forward_nchw(args);
@@ -1043,7 +1056,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
                        want_db ? db_part.mutable_data_ptr<A>() : nullptr,
                        s,
                        act};
-    if (layout == Layout::ChannelsLast)
+    if (layout == Layout::ChannelsLast || s.HxW == 1)
       backward_nhwc(args);
     else
       backward_nchw(args);
