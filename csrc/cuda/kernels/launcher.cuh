@@ -18,6 +18,10 @@
 #include "cuda/kernels/backward.cuh"
 #include "cuda/kernels/forward.cuh"
 
+// gn_bwd_sums_nhwc sizes its static shared buffer for the planner's block size.
+static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels::kNhwcSumsMaxThreads,
+              "gn_bwd_sums_nhwc red[] is sized for the planner's block");
+
 namespace groupnorm_cuda {
 namespace kernels {
 

@@ -1,0 +1,498 @@
+// kernel_harness.cpp -- runs the REAL CUDA kernels of csrc/cuda/kernels on the CPU through the
+// SIMT emulator (simt_runtime.h) and compares every output with a long-double reference.
+//
+//   python tests/simt/build.py --mode plain|tsan|asan tests/simt/kernel_harness.cpp -- [options]
+//
+// Options:
+//   --list                 print the case names (with their subset tags) and exit
+//   --subset all|quick|tsan|asan|mutation   run the cases carrying that tag (default: all)
+//   --case-filter SUBSTR   only cases whose name contains SUBSTR (repeatable: any matches)
+//   --quick                same as --subset quick
+//
+// One line per case:
+//   CASE <name> fwd[...] bwd[...] kernels=<k1,k2,..> err[y=.. mean=.. rstd=.. dx=.. dw=.. db=..]
+//        tol=<t> hash=<16 hex> PASS|FAIL [why]
+// `hash` is an FNV-1a hash of the bytes of every output (y, mean, rstd, dx, dweight, dbias): the
+// kernels claim results independent of block order, so it must not change with SIMT_SEED.
+// Exit status: 0 when every selected case passes, 1 otherwise (the SIMT layer exits 87 on its
+// own errors, the sanitizers with their own codes).
+//
+// Every tensor is its own exact-size heap allocation (ASan sees a one-element overrun); the
+// workspace is exactly *_workspace_bytes() bytes.
+//
+// Build with -DSIMT_HARNESS_F32_ONLY to instantiate only the float kernels (the planted-bug
+// builds of test_simt_kernels.py: much faster to compile).
+#include "cuda/kernels/launcher.cuh"
+#include "cuda/launch_plan.h"
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace groupnorm_cuda;
+namespace K = groupnorm_cuda::kernels;
+namespace P = groupnorm_cuda::plan;
+using LD = long double;
+
+// ------------------------------------------------------------------------------ conversions
+template <typename T> T to_t(double v) { return static_cast<T>(v); }
+template <> __half to_t<__half>(double v) { return __float2half(static_cast<float>(v)); }
+template <> __nv_bfloat16 to_t<__nv_bfloat16>(double v) { return __float2bfloat16(static_cast<float>(v)); }
+inline double from_t(float v) { return v; }
+inline double from_t(double v) { return v; }
+inline double from_t(__half v) { return __half2float(v); }
+inline double from_t(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> const char* tname();
+template <> const char* tname<float>() { return "f32"; }
+template <> const char* tname<double>() { return "f64"; }
+template <> const char* tname<__half>() { return "f16"; }
+template <> const char* tname<__nv_bfloat16>() { return "bf16"; }
+
+// Relative tolerance (normwise: max |err| / max |ref|) for outputs stored as T: a few ulps for
+// the 16-bit types (the kernels compute in fp32 and round once), accumulation accuracy else.
+template <typename T> double tol_of();
+template <> double tol_of<float>() { return 1e-5; }
+template <> double tol_of<double>() { return 1e-12; }
+template <> double tol_of<__half>() { return 0x1p-9; }           // 2 ulp at 1 (ulp = 2^-10)
+template <> double tol_of<__nv_bfloat16>() { return 0x1p-6; }    // 2 ulp at 1 (ulp = 2^-7)
+
+// ------------------------------------------------------------------------------ exact-size buffers
+template <typename T> struct Buf {
+  void* raw = nullptr;
+  T* p = nullptr;
+  size_t n = 0;
+  Buf() = default;
+  // `offset` elements of padding in front (a deliberately misaligned tensor); the end is exact.
+  Buf(size_t n_, size_t offset = 0) : n(n_) {
+    const size_t bytes = (n_ + offset) * sizeof(T);
+    if (bytes == 0) return;
+    if (posix_memalign(&raw, 64, bytes) != 0) throw std::bad_alloc();
+    std::memset(raw, 0, bytes);
+    p = static_cast<T*>(raw) + offset;
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(raw); }
+};
+
+// Deterministic data (splitmix64 + Box-Muller): identical in every build and run.
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed) {}
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1p-53; }
+  double normal() {
+    const double u = uniform(), v = uniform();
+    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+};
+
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void add(const void* p, size_t bytes) {
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  }
+};
+
+// ------------------------------------------------------------------------------ cases
+enum class DT { F32, F64, F16, BF16 };
+enum Mask { ALL = 0, DX_ONLY = 1, PARAMS_ONLY = 2 };
+enum Tag : unsigned { T_QUICK = 1, T_TSAN = 2, T_ASAN = 4, T_MUT = 8 };
+
+struct Expect {  // what the plan must look like (else the case FAILS: coverage is asserted)
+  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split
+  int vec = 0;            // 0 any, 1 scalar, 2 vectorized (> 1)
+  bool gpb_gt1 = false;   // on-chip: several groups per CTA
+  bool splits_gt1 = false;
+  bool pieces_gt1 = false;
+  int64_t min_block = 0;  // the forward walk block must be at least this many threads
+};
+
+struct Case {
+  std::string name;
+  DT dt;
+  bool wfloat;  // W = float with a 16-bit x
+  int64_t N, C, HxW, G;
+  bool cl, silu, hasw, hasb;
+  P::Overrides ov;
+  int64_t sm;
+  double mean0, std0;
+  Mask mask;
+  bool misalign;
+  unsigned tags;
+  Expect ex;
+};
+
+static int g_failures = 0;
+
+static const char* sched_name(P::Schedule s) { return s == P::Schedule::OnChip ? "onchip" : "split"; }
+
+template <typename T, typename W>
+static void run_case(const Case& cs) {
+  using A = K::acc_t<T>;
+  const int64_t N = cs.N, C = cs.C, HxW = cs.HxW, G = cs.G, D = C / G, M = D * HxW;
+  const size_t numel = static_cast<size_t>(N * C * HxW);
+  const size_t mis = cs.misalign ? 1 : 0;
+  const bool want_dx = cs.mask != PARAMS_ONLY;
+  const bool want_dw = cs.mask != DX_ONLY && cs.hasw;
+  const bool want_db = cs.mask != DX_ONLY && cs.hasb;
+
+  Buf<T> x(numel, mis), dy(numel, mis), y(numel, mis);
+  Buf<T> dx(want_dx ? numel : 0, want_dx ? mis : 0);
+  Buf<W> w(cs.hasw ? C : 0), b(cs.hasb ? C : 0), dw(want_dw ? C : 0), db(want_db ? C : 0);
+  Buf<A> mean(N * G), rstd(N * G);
+
+  Rng rng(0x5eed0000ull + std::hash<std::string>{}(cs.name) % 1000003);
+  std::vector<LD> xd(numel), dyd(numel), wd(C, 1), bd(C, 0);
+  for (size_t i = 0; i < numel; ++i) {
+    x.p[i] = to_t<T>(cs.mean0 + cs.std0 * rng.normal());
+    xd[i] = from_t(x.p[i]);
+    dy.p[i] = to_t<T>(rng.normal());
+    dyd[i] = from_t(dy.p[i]);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    if (cs.hasw) { w.p[c] = to_t<W>(1.0 + 0.5 * rng.normal()); wd[c] = from_t(w.p[c]); }
+    if (cs.hasb) { b.p[c] = to_t<W>(0.5 * rng.normal()); bd[c] = from_t(b.p[c]); }
+  }
+  auto idx = [&](int64_t n, int64_t c, int64_t s) -> size_t {
+    return static_cast<size_t>(cs.cl ? (n * HxW + s) * C + c : (n * C + c) * HxW + s);
+  };
+
+  // ---------------------------------------------------------------- plan + launch (the real API)
+  const Activation act = cs.silu ? Activation::SiLU : Activation::None;
+  P::Problem pb{N, C, HxW, G, K::DTypeOf<T>::value,
+                cs.cl ? P::MemLayout::ChannelsLast : P::MemLayout::Contiguous, cs.sm, act};
+  K::ForwardArgs<T, W> fa{x.p, w.p, b.p, y.p, mean.p, rstd.p, N, C, HxW, G, 1e-5, cs.cl, act};
+  const P::ForwardPlan fp0 = P::plan_forward(pb, cs.ov);
+  const P::ForwardPlan fp = K::fit_forward_plan(fa, fp0);
+  std::string why;
+  if (cs.misalign) {
+    if (fp0.vec == 1) why += " misaligned-case-needs-a-vector-plan";
+    bool threw = false;
+    try {
+      Buf<unsigned char> dummy(1);
+      K::launch_forward(fa, fp0, dummy.p, nullptr);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    if (!threw) why += " launch_forward-accepted-a-vector-plan-for-misaligned-tensors";
+  }
+  Buf<unsigned char> fws(K::forward_workspace_bytes(fp));
+  const auto t0 = std::chrono::steady_clock::now();
+  K::launch_forward(fa, fp, fws.p, nullptr);
+
+  K::BackwardArgs<T, W> ba{dy.p, x.p, mean.p, rstd.p, w.p, b.p, dx.p, dw.p, db.p, N, C, HxW, G, cs.cl, act};
+  const P::BackwardPlan bp = K::fit_backward_plan(ba, P::plan_backward(pb, cs.ov));
+  Buf<unsigned char> bws(K::backward_workspace_bytes(bp));
+  K::launch_backward(ba, bp, bws.p, nullptr);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  // ---------------------------------------------------------------- which kernels ran
+  std::vector<std::string> kern;
+  for (const auto& l : fp.launches) kern.push_back(l.kernel);
+  for (const auto& l : bp.launches) {
+    if (l.kernel == "gn_bwd_params" && !want_dw && !want_db) continue;
+    if (l.kernel == "gn_bwd_dx" && !want_dx) continue;
+    kern.push_back(l.kernel);
+  }
+
+  // ---------------------------------------------------------------- reference (long double)
+  LD ey = 0, sy = 0, ex = 0, sx = 0, emean = 0, erstd = 0;
+  std::vector<LD> dwr(C, 0), dbr(C, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < G; ++g) {
+      LD s = 0, ss = 0;
+      for (int64_t c = g * D; c < (g + 1) * D; ++c)
+        for (int64_t p = 0; p < HxW; ++p) s += xd[idx(n, c, p)];
+      const LD mu = s / M;
+      for (int64_t c = g * D; c < (g + 1) * D; ++c)
+        for (int64_t p = 0; p < HxW; ++p) {
+          const LD t = xd[idx(n, c, p)] - mu;
+          ss += t * t;
+        }
+      const LD var = ss / M;
+      const LD rs = 1.0L / std::sqrt(var + 1e-5L);
+      const int64_t ng = n * G + g;
+      emean = std::max(emean, std::fabs((LD)from_t(mean.p[ng]) - mu) / (std::fabs(mu) + std::sqrt(var + 1e-5L)));
+      erstd = std::max(erstd, std::fabs((LD)from_t(rstd.p[ng]) / rs - 1));
+      LD Ag = 0, Bg = 0;
+      std::vector<LD> dprime(static_cast<size_t>(M));
+      for (int pass = 0; pass < 2; ++pass)
+        for (int64_t c = g * D; c < (g + 1) * D; ++c)
+          for (int64_t p = 0; p < HxW; ++p) {
+            const size_t i = idx(n, c, p);
+            const LD xh = (xd[i] - mu) * rs;
+            const LD z = xh * wd[c] + bd[c];
+            LD yr = z, d = dyd[i];
+            if (cs.silu) {
+              const LD sg = 1.0L / (1.0L + std::exp(-z));
+              yr = z * sg;
+              d = d * sg * (1 + z * (1 - sg));
+            }
+            if (pass == 0) {
+              ey = std::max(ey, std::fabs((LD)from_t(y.p[i]) - yr));
+              sy = std::max(sy, std::fabs(yr));
+              dbr[c] += d;
+              dwr[c] += d * xh;
+              Ag += d * wd[c] * xh;
+              Bg += d * wd[c];
+            } else if (want_dx) {
+              const LD dxr = rs * (d * wd[c] - (Bg + xh * Ag) / M);
+              ex = std::max(ex, std::fabs((LD)from_t(dx.p[i]) - dxr));
+              sx = std::max(sx, std::fabs(dxr));
+            }
+          }
+    }
+  LD ew = 0, sw = 0, eb = 0, sb = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    if (want_dw) { ew = std::max(ew, std::fabs((LD)from_t(dw.p[c]) - dwr[c])); sw = std::max(sw, std::fabs(dwr[c])); }
+    if (want_db) { eb = std::max(eb, std::fabs((LD)from_t(db.p[c]) - dbr[c])); sb = std::max(sb, std::fabs(dbr[c])); }
+  }
+  auto rel = [](LD e, LD s) { return static_cast<double>(e / (s > 0 ? s : 1)); };
+  const double ry = rel(ey, sy), rx = want_dx ? rel(ex, sx) : 0, rw = want_dw ? rel(ew, sw) : 0,
+               rb = want_db ? rel(eb, sb) : 0;
+  const double tT = tol_of<T>(), tA = tol_of<A>(), tW = tol_of<W>();
+  // NaN compares false: !(err <= tol) fails on NaN too.
+  auto bad = [](double e, double t) { return !(e <= t); };
+  if (bad(ry, tT)) why += " y";
+  if (bad((double)emean, tA)) why += " mean";
+  if (bad((double)erstd, tA)) why += " rstd";
+  if (bad(rx, tT)) why += " dx";
+  if (bad(rw, tW)) why += " dweight";
+  if (bad(rb, tW)) why += " dbias";
+
+  // ---------------------------------------------------------------- plan expectations (coverage)
+  const Expect& e = cs.ex;
+  if (e.fwd_sched >= 0 && static_cast<int>(fp.schedule) != e.fwd_sched) why += " plan:fwd-schedule";
+  if (e.vec == 1 && (fp.vec != 1 || bp.vec != 1)) why += " plan:not-scalar";
+  if (e.vec == 2 && (fp.vec == 1 || bp.vec == 1)) why += " plan:not-vectorized";
+  if (e.gpb_gt1 && fp.walk.gpb <= 1) why += " plan:gpb";
+  if (e.splits_gt1 && (fp.walk.splits <= 1 || bp.walk.splits <= 1)) why += " plan:splits";
+  if (e.pieces_gt1 && bp.sums.pieces <= 1) why += " plan:pieces";
+  if (fp.walk.block() < e.min_block) why += " plan:block";
+
+  Fnv h;
+  h.add(y.p, numel * sizeof(T));
+  h.add(mean.p, N * G * sizeof(A));
+  h.add(rstd.p, N * G * sizeof(A));
+  if (want_dx) h.add(dx.p, numel * sizeof(T));
+  if (want_dw) h.add(dw.p, C * sizeof(W));
+  if (want_db) h.add(db.p, C * sizeof(W));
+
+  std::string ks;
+  for (const auto& k : kern) ks += (ks.empty() ? "" : ",") + k;
+  const bool ok = why.empty();
+  if (!ok) ++g_failures;
+  std::printf(
+      "CASE %-34s fwd[%s vec=%lld splits=%lld tpg=%lld gpb=%lld grid=%lld block=%lld] "
+      "bwd[%s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld] kernels=%s "
+      "err[y=%.2e mean=%.2e rstd=%.2e dx=%.2e dw=%.2e db=%.2e] tol=%.1e hash=%016llx ms=%.0f %s%s\n",
+      cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec, (long long)fp.walk.splits,
+      (long long)fp.walk.tpg, (long long)fp.walk.gpb, (long long)fp.walk.grid, (long long)fp.walk.block(),
+      cs.cl ? "nhwc" : "nchw", (long long)bp.vec, (long long)bp.sums.pieces, (long long)bp.sums.grid,
+      (long long)bp.sums.block, (long long)bp.walk.splits, (long long)bp.walk.grid, ks.c_str(), ry,
+      (double)emean, (double)erstd, rx, rw, rb, tT, (unsigned long long)h.h, ms, ok ? "PASS" : "FAIL", why.c_str());
+  std::fflush(stdout);
+}
+
+static void dispatch(const Case& cs) {
+  switch (cs.dt) {
+    case DT::F32: return run_case<float, float>(cs);
+#if !defined(SIMT_HARNESS_F32_ONLY)
+    case DT::F64: return run_case<double, double>(cs);
+    case DT::F16: return cs.wfloat ? run_case<__half, float>(cs) : run_case<__half, __half>(cs);
+    case DT::BF16: return cs.wfloat ? run_case<__nv_bfloat16, float>(cs) : run_case<__nv_bfloat16, __nv_bfloat16>(cs);
+#else
+    default:
+      std::printf("CASE %-34s SKIP (built with SIMT_HARNESS_F32_ONLY)\n", cs.name.c_str());
+      return;
+#endif
+  }
+}
+
+// ------------------------------------------------------------------------------ the case table
+static P::Overrides ov_onchip(int64_t tpg, int64_t gpb, int64_t vec = 0) {
+  P::Overrides o;
+  o.schedule = P::Schedule::OnChip;
+  o.threads_per_group = tpg;
+  o.groups_per_block = gpb;
+  o.vec = vec;
+  return o;
+}
+static P::Overrides ov_split(int64_t vec = 0) {
+  P::Overrides o;
+  o.schedule = P::Schedule::Split;
+  o.splits = 3;
+  o.pieces = 3;
+  o.threads_per_group = 64;
+  o.vec = vec;
+  return o;
+}
+static P::Overrides ov_auto() { return P::Overrides{}; }
+
+static std::vector<Case> make_cases() {
+  std::vector<Case> v;
+  const P::Overrides AUTO = ov_auto(), ON1 = ov_onchip(32, 1), ON3 = ov_onchip(32, 3), SPLIT = ov_split(),
+                     SPLIT_S = ov_split(1), ON1_S = ov_onchip(32, 1, 1), ON3_S = ov_onchip(32, 3, 1);
+  Expect eON1; eON1.fwd_sched = 0;
+  Expect eON3; eON3.fwd_sched = 0; eON3.gpb_gt1 = true;
+  Expect eSP; eSP.fwd_sched = 1; eSP.splits_gt1 = true; eSP.pieces_gt1 = true;
+  auto vecd = [](Expect e) { e.vec = 2; return e; };
+  auto scal = [](Expect e) { e.vec = 1; return e; };
+  auto add = [&](const std::string& name, DT dt, bool wf, int64_t N, int64_t C, int64_t HxW, int64_t G, bool cl,
+                 bool silu, bool hw, bool hb, P::Overrides ov, unsigned tags, Expect ex = Expect{},
+                 Mask mask = ALL, double m0 = 0.0, double s0 = 1.0, bool mis = false, int64_t sm = 4) {
+    v.push_back(Case{name, dt, wf, N, C, HxW, G, cl, silu, hw, hb, ov, sm, m0, s0, mask, mis, tags, ex});
+  };
+  const char* L[2] = {"nchw", "nhwc"};
+  const unsigned Q = T_QUICK;
+
+  // fp32: every schedule x layout x SiLU, vectorized.
+  for (int cl = 0; cl < 2; ++cl)
+    for (int si = 0; si < 2; ++si) {
+      const std::string sfx = std::string(L[cl]) + (si ? "_silu" : "");
+      const unsigned tsan = (si == cl) ? T_TSAN : 0u;  // nchw plain + nhwc silu under TSan
+      const unsigned asan = (si != cl) ? T_ASAN : 0u;  // nchw silu + nhwc plain under ASan
+      add("f32_onchip1_" + sfx, DT::F32, false, 2, 16, 24, 4, cl, si, true, true, ON1, Q | tsan | asan | T_MUT,
+          vecd(eON1));
+      add("f32_onchip3_" + sfx, DT::F32, false, 3, 16, 20, 4, cl, si, true, true, ON3, Q | tsan | asan, vecd(eON3));
+      add("f32_split_" + sfx, DT::F32, false, 2, 16, 40, 4, cl, si, true, true, SPLIT, Q | tsan | asan | T_MUT,
+          vecd(eSP));
+      add("f32_auto_" + sfx, DT::F32, false, 2, 16, 24, 4, cl, si, true, true, AUTO, Q);
+    }
+  // fp32 scalar paths: forced vec=1 and shapes that are not vector multiples (HxW = 7x9, D odd).
+  for (int cl = 0; cl < 2; ++cl) {
+    const std::string l = L[cl];
+    add("f32_split_vec1_" + l, DT::F32, false, 2, 16, 40, 4, cl, false, true, true, SPLIT_S,
+        Q | T_ASAN | (cl ? T_TSAN : 0u) | T_MUT, scal(eSP));
+    add("f32_onchip1_vec1_" + l, DT::F32, false, 2, 16, 24, 4, cl, true, true, true, ON1_S, Q, scal(eON1));
+    add("f32_onchip3_vec1_" + l, DT::F32, false, 3, 8, 20, 4, cl, false, true, true, ON3_S, 0, scal(eON3));
+    add("f32_hw63_d3_split_" + l, DT::F32, false, 2, 9, 63, 3, cl, true, true, true, SPLIT, Q | T_TSAN,
+        scal(eSP));
+    add("f32_hw63_d3_auto_" + l, DT::F32, false, 2, 15, 63, 5, cl, false, true, true, AUTO, 0, scal(Expect{}));
+  }
+  // Misaligned tensors: the vectorized plan must be refused and fit_*_plan must re-plan scalar.
+  add("f32_misaligned_split_nchw", DT::F32, false, 2, 16, 40, 4, false, false, true, true, SPLIT, Q | T_ASAN,
+      eSP, ALL, 0, 1, true);
+  add("f32_misaligned_onchip_nhwc", DT::F32, false, 2, 16, 24, 4, true, true, true, true, ON1, 0, eON1, ALL, 0, 1,
+      true);
+  // Affine variants and output masks.
+  for (int cl = 0; cl < 2; ++cl) {
+    const std::string l = L[cl];
+    add("f32_affine_none_" + l, DT::F32, false, 2, 16, 40, 4, cl, false, false, false, SPLIT, Q, eSP);
+    add("f32_affine_none_silu_" + l, DT::F32, false, 2, 16, 24, 4, cl, true, false, false, ON3, 0, eON3);
+    add("f32_weight_only_" + l, DT::F32, false, 2, 16, 40, 4, cl, true, true, false, SPLIT, Q, eSP);
+    add("f32_bias_only_" + l, DT::F32, false, 2, 16, 24, 4, cl, true, false, true, ON1, Q, eON1);
+    add("f32_mask_dx_only_" + l, DT::F32, false, 2, 16, 40, 4, cl, true, true, true, SPLIT, Q | (cl ? T_TSAN : T_ASAN),
+        eSP, DX_ONLY);
+    add("f32_mask_params_only_" + l, DT::F32, false, 2, 16, 40, 4, cl, true, true, true, SPLIT,
+        Q | (cl ? T_ASAN : T_TSAN), eSP, PARAMS_ONLY);
+  }
+  // Large mean, small spread (the shifted statistics and the mean-rounding correction).
+  for (int cl = 0; cl < 2; ++cl) {
+    const std::string l = L[cl];
+    add("f32_mean1e4_onchip_" + l, DT::F32, false, 2, 8, 16, 2, cl, false, true, true, ON1, Q, eON1, ALL, 1e4, 1e-2);
+    add("f32_mean1e4_split_silu_" + l, DT::F32, false, 2, 8, 64, 2, cl, true, true, true, SPLIT, Q, eSP, ALL, 1e4,
+        1e-2);
+    add("f64_mean1e4_split_" + l, DT::F64, false, 2, 8, 64, 2, cl, true, true, true, SPLIT, 0, eSP, ALL, 1e4, 1e-2);
+  }
+  // Real block sizes chosen by the planner (sm_count = 4: small grids).
+  add("f32_big_onchip512_nchw", DT::F32, false, 2, 16, 512, 1, false, false, true, true, ov_onchip(0, 0),
+      T_TSAN | T_ASAN, [] { Expect e; e.fwd_sched = 0; e.min_block = 512; return e; }());
+  add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
+      [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());
+  add("f32_big_auto_nhwc", DT::F32, false, 2, 64, 64, 2, true, false, true, true, AUTO, 0,
+      [] { Expect e; e.pieces_gt1 = true; e.vec = 2; return e; }());
+  add("f32_big_auto_onchip256_nhwc", DT::F32, false, 2, 32, 128, 4, true, true, true, false, AUTO, 0,
+      [] { Expect e; e.fwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
+
+  // fp64 / fp16 / bf16 (W = T and W = float).
+  struct DCase { const char* n; DT dt; bool wf; };
+  const DCase dts[] = {{"f64", DT::F64, false}, {"f16", DT::F16, false}, {"f16wf32", DT::F16, true},
+                       {"bf16", DT::BF16, false}, {"bf16wf32", DT::BF16, true}};
+  for (const DCase& d : dts) {
+    const std::string p = d.n;
+    const bool main16 = (d.dt == DT::F16 && d.wf) || (d.dt == DT::BF16 && !d.wf);
+    for (int cl = 0; cl < 2; ++cl) {
+      const std::string l = L[cl];
+      const unsigned tsan = (main16 && cl == 1) || (d.dt == DT::F64 && cl == 0) ? T_TSAN : 0u;
+      const unsigned asan = (main16 && cl == 0) || (d.dt == DT::F64 && cl == 1) ? T_ASAN : 0u;
+      add(p + "_onchip3_silu_" + l, d.dt, d.wf, 3, 32, 16, 4, cl, true, true, true, ON3, Q | tsan, vecd(eON3));
+      add(p + "_split_" + l, d.dt, d.wf, 2, 16, 64, 2, cl, false, true, true, SPLIT, Q | asan, vecd(eSP));
+      add(p + "_onchip1_" + l, d.dt, d.wf, 2, 16, 16, 2, cl, false, true, false, ON1, 0, vecd(eON1));
+      // 16-bit scalar paths under the sanitizers too (the other layout than the vector cases above)
+      add(p + "_split_vec1_silu_" + l, d.dt, d.wf, 2, 16, 64, 2, cl, true, false, true, SPLIT_S, asan ? T_TSAN : 0u,
+          scal(eSP));
+      add(p + "_hw63_split_" + l, d.dt, d.wf, 2, 9, 63, 3, cl, true, true, true, SPLIT, Q | (tsan ? T_ASAN : 0u),
+          scal(eSP));
+    }
+  }
+  return v;
+}
+
+int main(int argc, char** argv) {
+  std::string subset = "all";
+  std::vector<std::string> filters;
+  bool list = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--list") list = true;
+    else if (a == "--quick") subset = "quick";
+    else if (a == "--subset" && i + 1 < argc) subset = argv[++i];
+    else if (a == "--case-filter" && i + 1 < argc) filters.push_back(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s [--list] [--subset all|quick|tsan|asan|mutation] [--quick] "
+                           "[--case-filter SUBSTR]...\n", argv[0]);
+      return 2;
+    }
+  }
+  unsigned need = 0;
+  if (subset == "quick") need = T_QUICK;
+  else if (subset == "tsan") need = T_TSAN;
+  else if (subset == "asan") need = T_ASAN;
+  else if (subset == "mutation") need = T_MUT;
+  else if (subset != "all") {
+    std::fprintf(stderr, "unknown subset %s\n", subset.c_str());
+    return 2;
+  }
+  const std::vector<Case> cases = make_cases();
+  std::set<std::string> names;
+  int ran = 0;
+  for (const Case& c : cases) {
+    if (!names.insert(c.name).second) {
+      std::fprintf(stderr, "duplicate case name %s\n", c.name.c_str());
+      return 2;
+    }
+    if (need && !(c.tags & need)) continue;
+    if (!filters.empty()) {
+      bool m = false;
+      for (const auto& f : filters) m = m || c.name.find(f) != std::string::npos;
+      if (!m) continue;
+    }
+    if (list) {
+      std::printf("%s%s%s%s%s\n", c.name.c_str(), c.tags & T_QUICK ? " quick" : "", c.tags & T_TSAN ? " tsan" : "",
+                  c.tags & T_ASAN ? " asan" : "", c.tags & T_MUT ? " mutation" : "");
+      continue;
+    }
+    dispatch(c);
+    ++ran;
+  }
+  if (list) return 0;
+  std::printf("SUMMARY %d cases, %d failures\n", ran, g_failures);
+  return g_failures ? 1 : 0;
+}

@@ -1,0 +1,162 @@
+"""Planted bugs in the REAL kernels (csrc/cuda/kernels), for tests/simt/test_simt_kernels.py.
+
+Each mutation copies csrc/cuda/kernels/*.cuh to <tmp>/groupnorm_simt_mutants/<name>-<hash>/cuda/kernels/,
+applies ONE textual edit (the pattern must occur exactly once: if the kernel code changes and the
+pattern no longer applies, the test fails loudly instead of silently testing nothing), and compiles
+kernel_harness.cpp with that directory first on the include path, so `#include "cuda/kernels/..."`
+resolves to the mutated copy. The originals are never touched.
+
+    python tests/simt/mutations.py [name ...]     # build + run, print the detection
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KERNELS = HERE.parent.parent / "csrc" / "cuda" / "kernels"
+HARNESS = HERE / "kernel_harness.cpp"
+
+_spec = importlib.util.spec_from_file_location("simt_build_for_mutations", HERE / "build.py")
+simt_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(simt_build)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str          # under csrc/cuda/kernels
+    old: str           # must occur exactly once
+    new: str
+    mode: str          # build mode that must catch it
+    what: str          # the realistic bug it stands for
+    # harness arguments (a small case set that executes the mutated line)
+    args: tuple[str, ...] = ("--subset", "mutation")
+    # every string must appear in stderr
+    expect: tuple[str, ...] = field(default_factory=tuple)
+    expect_rc: int | None = None  # exact exit status, else "nonzero"
+
+
+MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
+    # (a) group Welford reduction: partials of the warps of a group go through shared `red`;
+    # without the barrier, warp w reads red[..][first + lane] while lane 0 of another warp writes it.
+    Mutation(
+        name="a_missing_syncthreads",
+        file="common.cuh",
+        old="      red[2][warp] = a.m2;\n    }\n    __syncthreads();\n",
+        new="      red[2][warp] = a.m2;\n    }\n    // MUTATION a: __syncthreads() removed\n",
+        mode="tsan",
+        what="__syncthreads() removed between the shared-memory writes and reads of group_welford",
+        args=("--case-filter", "f32_split_nchw"),  # tpg = 64: two warps per group
+        expect=("WARNING: ThreadSanitizer: data race", "group_welford", "common.cuh:"),
+    ),
+    # (b) dx loop bound `<` -> `<=`: the thread whose walk reaches e_end handles one vector past its
+    # chunk; for the last group that is past the end of x / dy / dx.
+    Mutation(
+        name="b_off_by_one_dx_loop",
+        file="backward.cuh",
+        old="e < gs.e_end; e += p.dx_sched.tpg)",
+        new="e <= gs.e_end; e += p.dx_sched.tpg)",
+        mode="asan",
+        what="gn_bwd_dx element loop bound `<` replaced by `<=` (one vector past the chunk)",
+        args=("--case-filter", "f32_split_nchw"),
+        expect=("ERROR: AddressSanitizer: heap-buffer-overflow", "gn_bwd_dx", "backward.cuh:"),
+    ),
+    # (c) vector load one element off: x + off + 1 is not 16-byte aligned for Vec<float, 4>.
+    Mutation(
+        name="c_misaligned_vector_load",
+        file="forward.cuh",
+        old="const Vec<T, V> v = load_vec<T, V>(p.x, off);",
+        new="const Vec<T, V> v = load_vec<T, V>(p.x, off + 1);",
+        mode="asan",
+        what="gn_fwd_apply vector load offset shifted by one element",
+        args=("--case-filter", "f32_split_nchw"),
+        expect=("runtime error:", "misaligned address", "which requires 16 byte alignment", "load_vec",
+                "gn_fwd_apply"),
+    ),
+    # (d) half-warp shuffle mask: lanes 16..31 call __shfl_xor_sync with a mask without themselves.
+    Mutation(
+        name="d_wrong_shuffle_mask",
+        file="common.cuh",
+        old="constexpr unsigned kFullMask = 0xffffffffu;",
+        new="constexpr unsigned kFullMask = 0x0000ffffu;",
+        mode="plain",
+        what="shuffle mask kFullMask = 0xffffffff replaced by 0x0000ffff",
+        args=("--case-filter", "f32_onchip1_nchw"),
+        expect=("SIMT ERROR:", "does not include the calling lane"),
+        expect_rc=87,
+    ),
+]}
+
+
+def mutated_source(m: Mutation) -> dict[str, str]:
+    """The kernel headers after the mutation (file name -> text). Raises if the pattern does not
+    occur exactly once."""
+    files = {p.name: p.read_text() for p in sorted(KERNELS.glob("*.cuh"))}
+    if m.file not in files:
+        raise AssertionError(f"mutation {m.name}: csrc/cuda/kernels/{m.file} not found")
+    n = files[m.file].count(m.old)
+    if n != 1:
+        raise AssertionError(f"mutation {m.name}: pattern occurs {n} times in csrc/cuda/kernels/{m.file} "
+                             f"(expected exactly 1; the kernel changed, update tests/simt/mutations.py):\n{m.old}")
+    files[m.file] = files[m.file].replace(m.old, m.new)
+    return files
+
+
+def mutated_tree(m: Mutation) -> Path:
+    """Writes the mutated copy; returns the directory to put first on the include path."""
+    files = mutated_source(m)
+    h = hashlib.sha256()
+    for k in sorted(files):
+        h.update(k.encode() + b"\0" + files[k].encode() + b"\0")
+    root = Path(tempfile.gettempdir()) / "groupnorm_simt_mutants" / f"{m.name}-{h.hexdigest()[:12]}"
+    kdir = root / "cuda" / "kernels"
+    if not all((kdir / k).is_file() and (kdir / k).read_text() == v for k, v in files.items()):
+        if root.exists():
+            shutil.rmtree(root)
+        kdir.mkdir(parents=True)
+        for k, v in files.items():
+            (kdir / k).write_text(v)
+    return root
+
+
+def build_mutant(m: Mutation) -> Path:
+    return simt_build.build(HARNESS, m.mode, extra_flags=["-DSIMT_HARNESS_F32_ONLY"],
+                            include_first=[mutated_tree(m)], variant=f"mut_{m.name}")
+
+
+def run_mutant(m: Mutation, timeout: float = 240) -> tuple[int, str, str]:
+    exe = build_mutant(m)
+    return simt_build.run(exe, list(m.args), mode=m.mode, timeout=timeout, env={"SIMT_SEED": "1"})
+
+
+def detected(m: Mutation, rc: int, err: str) -> list[str]:
+    """What is missing from the expected detection ([] = detected)."""
+    missing = [s for s in m.expect if s not in err]
+    if m.expect_rc is not None and rc != m.expect_rc:
+        missing.append(f"exit status {m.expect_rc} (got {rc})")
+    if m.expect_rc is None and rc == 0:
+        missing.append("nonzero exit status")
+    return missing
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(MUTATIONS)
+    status = 0
+    for n in names:
+        m = MUTATIONS[n]
+        rc, out, err = run_mutant(m)
+        miss = detected(m, rc, err)
+        print(f"== {n} [{m.mode}] rc={rc} {'DETECTED' if not miss else 'NOT DETECTED: ' + str(miss)}")
+        print("\n".join(err.strip().splitlines()[:40]))
+        status |= bool(miss)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
