@@ -7,8 +7,9 @@ One compiled extension, ``groupnorm_cuda._C``:
   machine with no GPU (``TORCH_CUDA_ARCH_LIST`` defaults to "8.0;9.0" then).
 * ``GROUPNORM_FORCE_CUDA=1`` makes a missing CUDA toolchain an error;
   ``GROUPNORM_FORCE_CPU=1`` builds the CPU path alone.
-* ``GROUPNORM_CPU_ISA`` picks the vector ISA of the CPU kernels: ``native`` (default: AVX2+FMA
-  when the build machine has it, else baseline), ``avx2`` or ``baseline``.
+* ``GROUPNORM_CPU_ISA`` picks the vector ISA of the CPU kernels: ``native`` (default: the best
+  of AVX-512, AVX2+FMA or baseline that the build machine has), ``avx512``, ``avx2`` or
+  ``baseline``.
 
 Install into an environment that already has torch:
 ``pip install --no-build-isolation .``
@@ -48,23 +49,36 @@ def _find_cuda_home():
     return None
 
 
-def _cpu_has_avx2():
+def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return all(f" {flag}" in flags for flag in ("avx2", "fma", "f16c"))
+        pass
+    return set()
+
+
+_AVX2 = ("avx2", "fma", "f16c")
+_AVX512 = _AVX2 + ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 
 
 def _cpu_isa_flags():
+    """Vector ISA of the CPU kernels. at::vec picks its implementation from the
+    CPU_CAPABILITY_* macros; the CPU_CAPABILITY inline namespace keeps its symbols apart from
+    torch's own copies."""
     isa = os.environ.get("GROUPNORM_CPU_ISA", "native").strip().lower()
-    if isa not in ("native", "avx2", "baseline"):
-        sys.exit(f"GROUPNORM_CPU_ISA must be native, avx2 or baseline, got {isa!r}")
-    use_avx2 = isa == "avx2" or (isa == "native" and _cpu_has_avx2())
-    if use_avx2:
-        # at::vec picks its AVX2 implementation from these macros; the inline namespace keeps
-        # its symbols apart from torch's own copies.
+    if isa not in ("native", "avx512", "avx2", "baseline"):
+        sys.exit(f"GROUPNORM_CPU_ISA must be native, avx512, avx2 or baseline, got {isa!r}")
+    if isa == "native":
+        flags = _cpu_flags()
+        isa = "avx512" if all(f in flags for f in _AVX512) else "avx2" if all(f in flags for f in _AVX2) else "baseline"
+    print(f"groupnorm_cuda: CPU kernels built for {isa}", flush=True)
+    if isa == "avx512":
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
+                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if isa == "avx2":
         return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return []
 
@@ -90,7 +104,10 @@ def _extensions():
         )
 
     sources = ["csrc/ops.cpp", "csrc/cpu/group_norm_cpu.cpp"]
-    cxx_flags = ["-O3", "-std=c++20"] + _cpu_isa_flags()
+    # -fopenmp: at::parallel_for is a header template that expands to `#pragma omp parallel`
+    # in OUR translation unit; without the flag the CPU kernels silently run on one thread.
+    # The libgomp torch ships is already loaded by libtorch_cpu, so the two share one runtime.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"] + _cpu_isa_flags()
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     extra = {"cxx": cxx_flags}
@@ -121,6 +138,7 @@ def _extensions():
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
         )
     ], cpp_extension.BuildExtension
 

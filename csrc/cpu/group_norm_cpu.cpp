@@ -212,23 +212,6 @@ inline void affine_act(const A* v, A* out, int64_t n, A sh, A sc, A b, Activatio
   }
 }
 
-// Per-channel version for NHWC rows: sh, sc, b are arrays over the C channels of a row.
-template <typename A>
-inline void affine_act_row(const A* v, A* out, int64_t C, const A* sh, const A* sc, const A* b, Activation act) {
-  using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
-  int64_t i = 0;
-  if (act == Activation::SiLU) {
-    for (; i + K <= C; i += K)
-      silu_vec(at::vec::fmadd(V::loadu(v + i) - V::loadu(sh + i), V::loadu(sc + i), V::loadu(b + i))).store(out + i);
-    for (; i < C; ++i) out[i] = silu_scalar((v[i] - sh[i]) * sc[i] + b[i]);
-  } else {
-    for (; i + K <= C; i += K)
-      at::vec::fmadd(V::loadu(v + i) - V::loadu(sh + i), V::loadu(sc + i), V::loadu(b + i)).store(out + i);
-    for (; i < C; ++i) out[i] = (v[i] - sh[i]) * sc[i] + b[i];
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // Schedule.
 
@@ -390,78 +373,103 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   run_schedule(sched, stats, finish, apply);
 }
 
+// Rows per block in the NHWC kernels: a block of rows stays in L1 while it is read twice
+// (statistics) or converted (half precision); loops run channels-outer, rows-inner so that
+// per-channel accumulators and parameters live in registers.
+inline int64_t nhwc_block_rows(int64_t C) { return std::clamp<int64_t>(8192 / C, 1, 64); }
+
+// Per-channel scratch of one unit (sample) in the NHWC kernels. A fused task owns one slot
+// per thread; the split schedule uses slot 0, filled by finish() before the parallel apply.
+template <typename A>
+struct ChannelSlots {
+  int64_t width;
+  std::vector<A> data;
+  ChannelSlots(int64_t arrays, int64_t C) : width(arrays * C), data((at::get_num_threads() + 1) * arrays * C) {}
+  A* slot(bool fused) { return data.data() + (fused ? at::get_thread_num() : 0) * width; }
+};
+
 template <typename T, typename W>
 void forward_nhwc(const FwdArgs<T, W>& a) {
   using A = acc_t<T>;
+  using V = Vectorized<A>;
+  constexpr int64_t K = V::size();
   const auto& s = a.s;
   const int64_t C = s.C, G = s.G, D = s.D(), HxW = s.HxW;
   const int64_t rows_per_piece = std::max<int64_t>(1, kPieceElems / C);
   const int64_t pieces = (HxW + rows_per_piece - 1) / rows_per_piece;
+  const int64_t blk_rows = nhwc_block_rows(C);
   const Schedule sched = make_schedule(s.N, pieces, HxW * C * static_cast<int64_t>(sizeof(T)));
 
-  // Per-sample state: per-group moments, per-channel shift / scale / bias.
   std::vector<Moments<A>> partial(sched.fused ? 0 : pieces * G);
   std::vector<Moments<A>> moments(s.N * G);
-  std::vector<A> ch_shift(s.N * C), ch_scale(s.N * C), ch_bias(s.N * C);
+  ChannelSlots<A> chans(3, C);  // shift, scale, bias per channel
   Scratch<A> scratch;
 
-  // Moments of the G groups over rows [r0, r1) of sample n. Rows are taken kRowBlock at a
-  // time: exact two-level moments of the block (its mean, then squared deviations from it),
-  // Chan-merged into `out`, so no per-lane running sum grows longer than kRowBlock terms.
+  auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
+    for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
+  };
+  // Moments of the G groups over rows [r0, r1) of sample n, one block of rows at a time:
+  // exact two-level moments of the block (its mean, then squared deviations from it),
+  // Chan-merged into `out`; no running sum grows longer than a block.
   auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
-    constexpr int64_t kRowBlock = 32;
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const T* xs = a.x + n * HxW * C;
-    A* buf = scratch.get(kRowBlock * C + 3 * C);
-    A* sh = buf + kRowBlock * C;  // per-channel shift: the group's first element (row 0)
-    A* acc = sh + C;              // per-channel sums
-    A* cm = acc + C;              // per-channel block mean of its group
-    for (int64_t c = 0; c < C; ++c) sh[c] = static_cast<A>(xs[(c / D) * D]);
+    A* buf = scratch.get(blk_rows * C + 3 * C);
+    A* sh = buf + blk_rows * C;
+    A* csum = sh + C;
+    A* cm = csum + C;
+    fill_shift(xs, sh);
     for (int64_t g = 0; g < G; ++g) out[g] = Moments<A>{};
-    using V = Vectorized<A>;
-    constexpr int64_t K = V::size();
-    for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
-      const int64_t rows = std::min(kRowBlock, r1 - rb);
+    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
+      const int64_t rows = std::min(blk_rows, r1 - rb);
       const A* v = as_acc(xs + rb * C, buf, rows * C);
-      std::fill(acc, acc + C, A(0));
-      for (int64_t r = 0; r < rows; ++r) {
-        const A* row = v + r * C;
-        int64_t c = 0;
-        for (; c + K <= C; c += K) (V::loadu(acc + c) + (V::loadu(row + c) - V::loadu(sh + c))).store(acc + c);
-        for (; c < C; ++c) acc[c] += row[c] - sh[c];
+      int64_t c = 0;
+      for (; c + K <= C; c += K) {
+        const V vsh = V::loadu(sh + c);
+        V acc(0);
+        for (int64_t r = 0; r < rows; ++r) acc += V::loadu(v + r * C + c) - vsh;
+        acc.store(csum + c);
+      }
+      for (; c < C; ++c) {
+        A acc = 0;
+        for (int64_t r = 0; r < rows; ++r) acc += v[r * C + c] - sh[c];
+        csum[c] = acc;
       }
       const A cnt = static_cast<A>(rows * D);
       for (int64_t g = 0; g < G; ++g) {
         A sum = 0;
-        for (int64_t d = 0; d < D; ++d) sum += acc[g * D + d];
-        const A mean = sum / cnt;
-        for (int64_t d = 0; d < D; ++d) cm[g * D + d] = mean;
+        for (int64_t d = 0; d < D; ++d) sum += csum[g * D + d];
+        std::fill(cm + g * D, cm + (g + 1) * D, sum / cnt);
       }
-      std::fill(acc, acc + C, A(0));
-      for (int64_t r = 0; r < rows; ++r) {
-        const A* row = v + r * C;
-        int64_t c = 0;
-        for (; c + K <= C; c += K) {
-          V d = (V::loadu(row + c) - V::loadu(sh + c)) - V::loadu(cm + c);
-          at::vec::fmadd(d, d, V::loadu(acc + c)).store(acc + c);
+      c = 0;
+      for (; c + K <= C; c += K) {
+        const V vsh = V::loadu(sh + c), vcm = V::loadu(cm + c);
+        V acc(0);
+        for (int64_t r = 0; r < rows; ++r) {
+          const V d = (V::loadu(v + r * C + c) - vsh) - vcm;
+          acc = at::vec::fmadd(d, d, acc);
         }
-        for (; c < C; ++c) {
-          const A d = (row[c] - sh[c]) - cm[c];
-          acc[c] += d * d;
+        acc.store(csum + c);
+      }
+      for (; c < C; ++c) {
+        A acc = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const A d = (v[r * C + c] - sh[c]) - cm[c];
+          acc += d * d;
         }
+        csum[c] = acc;
       }
       for (int64_t g = 0; g < G; ++g) {
         Moments<A> blk;
         blk.n = rows * D;
         blk.mean = cm[g * D];
-        for (int64_t d = 0; d < D; ++d) blk.m2 += acc[g * D + d];
+        for (int64_t d = 0; d < D; ++d) blk.m2 += csum[g * D + d];
         chan_merge(out[g], blk);
       }
     }
   };
   auto stats = [&](int64_t n, int64_t p) {
     if (sched.fused) {
-      // Thread-private G entries live in scratch-free storage: reuse the moments row.
       Moments<A>* row = moments.data() + n * G;
       if (p == 0) std::fill(row, row + G, Moments<A>{});
       std::vector<Moments<A>> tmp(G);
@@ -479,36 +487,56 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
         for (int64_t g = 0; g < G; ++g) chan_merge(row[g], partial[p * G + g]);
     }
     const T* xs = a.x + n * HxW * C;
+    A* ch = chans.slot(sched.fused);
+    A *sh = ch, *sc = ch + C, *bb = ch + 2 * C;
     for (int64_t g = 0; g < G; ++g) {
-      const A sh = static_cast<A>(xs[g * D]);
+      const A shift = static_cast<A>(xs[g * D]);
       const A rstd = rstd_from(row[g], a.eps);
-      a.mean[n * G + g] = sh + row[g].mean;
+      a.mean[n * G + g] = shift + row[g].mean;
       a.rstd[n * G + g] = rstd;
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d;
-        const A sc = rstd * param_at(a.w, c, A(1));
-        ch_shift[n * C + c] = sh;
-        ch_scale[n * C + c] = sc;
-        ch_bias[n * C + c] = param_at(a.b, c, A(0)) - row[g].mean * sc;
+        sh[c] = shift;
+        sc[c] = rstd * param_at(a.w, c, A(1));
+        bb[c] = param_at(a.b, c, A(0)) - row[g].mean * sc[c];
       }
     }
   };
+  const bool silu = a.act == Activation::SiLU;
   auto apply = [&](int64_t n, int64_t p) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const T* xs = a.x + n * HxW * C;
     T* ys = a.y + n * HxW * C;
-    A* buf = scratch.get(2 * C);
-    const A* sh = ch_shift.data() + n * C;
-    const A* sc = ch_scale.data() + n * C;
-    const A* bb = ch_bias.data() + n * C;
-    for (int64_t r = r0; r < r1; ++r) {
-      const A* v = as_acc(xs + r * C, buf, C);
+    const A* ch = chans.slot(sched.fused);
+    const A *sh = ch, *sc = ch + C, *bb = ch + 2 * C;
+    A* buf = scratch.get(2 * blk_rows * C);
+    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
+      const int64_t rows = std::min(blk_rows, r1 - rb);
+      const A* v = as_acc(xs + rb * C, buf, rows * C);
+      A* out;
       if constexpr (std::is_same_v<T, A>) {
-        affine_act_row(v, ys + r * C, C, sh, sc, bb, a.act);
+        out = ys + rb * C;
       } else {
-        affine_act_row(v, buf + C, C, sh, sc, bb, a.act);
-        store_from_acc(buf + C, ys + r * C, C);
+        out = buf + blk_rows * C;
       }
+      int64_t c = 0;
+      for (; c + K <= C; c += K) {
+        const V vsh = V::loadu(sh + c), vsc = V::loadu(sc + c), vb = V::loadu(bb + c);
+        if (silu) {
+          for (int64_t r = 0; r < rows; ++r)
+            silu_vec(at::vec::fmadd(V::loadu(v + r * C + c) - vsh, vsc, vb)).store(out + r * C + c);
+        } else {
+          for (int64_t r = 0; r < rows; ++r)
+            at::vec::fmadd(V::loadu(v + r * C + c) - vsh, vsc, vb).store(out + r * C + c);
+        }
+      }
+      for (; c < C; ++c) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const A z = (v[r * C + c] - sh[c]) * sc[c] + bb[c];
+          out[r * C + c] = silu ? silu_scalar(z) : z;
+        }
+      }
+      if constexpr (!std::is_same_v<T, A>) store_from_acc(out, ys + rb * C, rows * C);
     }
   };
   run_schedule(sched, stats, finish, apply);
@@ -797,131 +825,120 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
   const bool silu = a.act == Activation::SiLU;
   const int64_t rows_per_piece = std::max<int64_t>(1, kPieceElems / C);
   const int64_t pieces = (HxW + rows_per_piece - 1) / rows_per_piece;
+  const int64_t blk_rows = nhwc_block_rows(C);
   const Schedule sched = make_schedule(s.N, pieces, 2 * HxW * C * static_cast<int64_t>(sizeof(T)));
 
-  // Per-channel sums, three arrays of C: a, bs, e.
+  // Per-channel sums of a unit, three arrays of C: a, bs, e (partials per piece when split).
   std::vector<A> partial(sched.fused ? 0 : pieces * 3 * C);
-  std::vector<A> sums(s.N * 3 * C);
-  // Per-sample, per-channel: mu, SiLU z coefficients, dx coefficients.
-  std::vector<A> ch_mu(s.N * C), ch_zs(s.N * C), ch_zb(s.N * C), ch_c1(s.N * C), ch_c2(s.N * C), ch_c3(s.N * C);
+  // Per-channel arrays of the unit being processed: sums (3), mu, zs, zb, c1, c2, c3.
+  ChannelSlots<A> chans(9, C);
   Scratch<A> scratch;
+  enum { kSums = 0, kMu = 3, kZs = 4, kZb = 5, kC1 = 6, kC2 = 7, kC3 = 8 };
 
-  auto init_channels = [&](int64_t n) {
-    for (int64_t c = 0; c < C; ++c) ch_mu[n * C + c] = a.mean[n * G + c / D];
+  auto init_unit = [&](int64_t n, A* ch) {
+    A* mu = ch + kMu * C;
+    for (int64_t g = 0; g < G; ++g) std::fill(mu + g * D, mu + (g + 1) * D, a.mean[n * G + g]);
   };
-  // phase 0: e only (SiLU pre-pass); phase 1: a, bs, e (with z from the pre-pass r).
-  auto piece_sums = [&](int64_t n, int64_t p, int phase, A* out /* 3*C */) {
+  // phase 0: e only (SiLU pre-pass); phase 1: a, bs, e (SiLU: z from the pre-pass r). Sums
+  // are two-level: a block of rows in registers, blocks added into `out`.
+  auto piece_sums = [&](int64_t n, int64_t p, int phase, const A* ch, A* out /* 3*C */) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const int64_t base = n * HxW * C;
-    const A* mu = ch_mu.data() + n * C;
-    const A* zs = ch_zs.data() + n * C;
-    const A* zb = ch_zb.data() + n * C;
-    // Two-level sums: rows are added into a block accumulator (at most kRowBlock terms per
-    // lane), blocks into `out`, which keeps fp32 rounding growth small on long pieces.
-    constexpr int64_t kRowBlock = 32;
-    A* buf = scratch.get(5 * C);
-    A* blk = buf + 2 * C;
-    A *oa = blk, *ob = blk + C, *oe = blk + 2 * C;
+    const A *mu = ch + kMu * C, *zs = ch + kZs * C, *zb = ch + kZb * C;
+    A* buf = scratch.get(2 * blk_rows * C);
+    A *oa = out, *ob = out + C, *oe = out + 2 * C;
     std::fill(out, out + 3 * C, A(0));
-    std::fill(blk, blk + 3 * C, A(0));
-    for (int64_t r = r0; r < r1; ++r) {
-      if ((r - r0) % kRowBlock == 0 && r != r0) {
-        add_vec(out, blk, 3 * C);
-        std::fill(blk, blk + 3 * C, A(0));
-      }
-      const A* v = as_acc(a.x + base + r * C, buf, C);
-      if (phase == 0) {
-        int64_t c = 0;
-        for (; c + K <= C; c += K) (V::loadu(oe + c) + (V::loadu(v + c) - V::loadu(mu + c))).store(oe + c);
-        for (; c < C; ++c) oe[c] += v[c] - mu[c];
-        continue;
-      }
-      const A* dy = as_acc(a.dy + base + r * C, buf + C, C);
+    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
+      const int64_t rows = std::min(blk_rows, r1 - rb);
+      const A* v = as_acc(a.x + base + rb * C, buf, rows * C);
+      const A* dy = phase == 0 ? nullptr : as_acc(a.dy + base + rb * C, buf + blk_rows * C, rows * C);
       int64_t c = 0;
       for (; c + K <= C; c += K) {
-        const V u = V::loadu(v + c) - V::loadu(mu + c);
-        V g = V::loadu(dy + c);
-        if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c)));
-        (V::loadu(oa + c) + g).store(oa + c);
-        at::vec::fmadd(g, u, V::loadu(ob + c)).store(ob + c);
-        (V::loadu(oe + c) + u).store(oe + c);
+        const V vmu = V::loadu(mu + c);
+        V ve(0);
+        if (phase == 0) {
+          for (int64_t r = 0; r < rows; ++r) ve += V::loadu(v + r * C + c) - vmu;
+        } else {
+          V va(0), vb(0);
+          const V vzs = V::loadu(zs + c), vzb = V::loadu(zb + c);
+          for (int64_t r = 0; r < rows; ++r) {
+            const V u = V::loadu(v + r * C + c) - vmu;
+            V g = V::loadu(dy + r * C + c);
+            if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, vzs, vzb));
+            va += g;
+            vb = at::vec::fmadd(g, u, vb);
+            ve += u;
+          }
+          (V::loadu(oa + c) + va).store(oa + c);
+          (V::loadu(ob + c) + vb).store(ob + c);
+        }
+        (V::loadu(oe + c) + ve).store(oe + c);
       }
       for (; c < C; ++c) {
-        const A u = v[c] - mu[c];
-        const A g = silu ? silu_grad_scalar(dy[c], u * zs[c] + zb[c]) : dy[c];
-        oa[c] += g;
-        ob[c] += g * u;
-        oe[c] += u;
+        A sa = 0, sb = 0, se = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const A u = v[r * C + c] - mu[c];
+          se += u;
+          if (phase == 0) continue;
+          const A g = silu ? silu_grad_scalar(dy[r * C + c], u * zs[c] + zb[c]) : dy[r * C + c];
+          sa += g;
+          sb += g * u;
+        }
+        oa[c] += sa;
+        ob[c] += sb;
+        oe[c] += se;
       }
     }
-    add_vec(out, blk, 3 * C);
   };
-  auto add3 = [&](A* dst, const A* src) { add_vec(dst, src, 3 * C); };
-  auto make_stats = [&](int phase) {
-    return [&, phase](int64_t n, int64_t p) {
-      if (sched.fused) {
-        A* dst = sums.data() + n * 3 * C;
-        if (p == 0) std::fill(dst, dst + 3 * C, A(0));
-        std::vector<A> tmp(3 * C);
-        piece_sums(n, p, phase, tmp.data());
-        add3(dst, tmp.data());
-      } else {
-        piece_sums(n, p, phase, partial.data() + p * 3 * C);
+  // One reduction pass over unit n into the slot's sums, pieces merged in piece order.
+  auto sums_pass = [&](int64_t n, int phase, A* ch) {
+    A* sums = ch + kSums * C;
+    std::fill(sums, sums + 3 * C, A(0));
+    if (sched.fused) {
+      A* tmp = scratch.get(2 * blk_rows * C + 3 * C) + 2 * blk_rows * C;
+      for (int64_t p = 0; p < pieces; ++p) {
+        piece_sums(n, p, phase, ch, tmp);
+        add_vec(sums, tmp, 3 * C);
       }
-    };
+    } else {
+      at::parallel_for(0, pieces, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) piece_sums(n, p, phase, ch, partial.data() + p * 3 * C);
+      });
+      for (int64_t p = 0; p < pieces; ++p) add_vec(sums, partial.data() + p * 3 * C, 3 * C);
+    }
   };
-  auto merge_unit = [&](int64_t n) {
-    if (sched.fused) return;
-    A* dst = sums.data() + n * 3 * C;
-    std::fill(dst, dst + 3 * C, A(0));
-    for (int64_t p = 0; p < pieces; ++p) add3(dst, partial.data() + p * 3 * C);
-  };
-  // r of group g of sample n from the e sums.
-  auto group_r = [&](int64_t n, int64_t g) {
-    const A* e = sums.data() + n * 3 * C + 2 * C;
+  auto group_r = [&](const A* ch, int64_t g) {
+    const A* e = ch + 2 * C;
     A sum = 0;
     for (int64_t d = 0; d < D; ++d) sum += e[g * D + d];
     return sum / static_cast<A>(s.M());
   };
-  auto set_z = [&](int64_t n) {
+  auto set_z = [&](int64_t n, A* ch) {
     for (int64_t g = 0; g < G; ++g) {
-      const A r = group_r(n, g);
+      const A r = group_r(ch, g);
       for (int64_t d = 0; d < D; ++d) {
         const ZCoef<A> z = z_coef(a, n, g * D + d, r);
-        ch_zs[n * C + g * D + d] = z.zs;
-        ch_zb[n * C + g * D + d] = z.zb;
+        ch[kZs * C + g * D + d] = z.zs;
+        ch[kZb * C + g * D + d] = z.zb;
       }
     }
   };
-  for (int64_t n = 0; n < s.N; ++n) init_channels(n);
-  if (silu) {
-    const auto stats0 = make_stats(0);
-    run_schedule(
-        sched, stats0,
-        [&](int64_t n) {
-          merge_unit(n);
-          set_z(n);
-        },
-        [](int64_t, int64_t) {});
-  }
-  const auto stats1 = make_stats(1);
   auto finish = [&](int64_t n) {
-    merge_unit(n);
-    const A* sa = sums.data() + n * 3 * C;
+    A* ch = chans.slot(sched.fused);
     std::vector<ChanSums<A>> grp(D);
     for (int64_t g = 0; g < G; ++g) {
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d;
-        grp[d].a = sa[c];
-        grp[d].bs = sa[C + c];
-        grp[d].e = sa[2 * C + c];
+        grp[d].a = ch[c];
+        grp[d].bs = ch[C + c];
+        grp[d].e = ch[2 * C + c];
       }
-      GroupCoef<A> gc = finish_group(a, n, g, grp.data());
+      const GroupCoef<A> gc = finish_group(a, n, g, grp.data());
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d;
-        ch_c1[n * C + c] = a.rstd[n * G + g] * param_at(a.w, c, A(1));
-        ch_c2[n * C + c] = gc.c2;
-        ch_c3[n * C + c] = gc.c3;
+        ch[kC1 * C + c] = a.rstd[n * G + g] * param_at(a.w, c, A(1));
+        ch[kC2 * C + c] = gc.c2;
+        ch[kC3 * C + c] = gc.c3;
       }
     }
   };
@@ -929,34 +946,68 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
     if (!a.dx) return;
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const int64_t base = n * HxW * C;
-    const A *mu = ch_mu.data() + n * C, *zs = ch_zs.data() + n * C, *zb = ch_zb.data() + n * C;
-    const A *c1 = ch_c1.data() + n * C, *c2 = ch_c2.data() + n * C, *c3 = ch_c3.data() + n * C;
-    A* buf = scratch.get(3 * C);
-    for (int64_t r = r0; r < r1; ++r) {
-      const A* v = as_acc(a.x + base + r * C, buf, C);
-      const A* dy = as_acc(a.dy + base + r * C, buf + C, C);
+    const A* ch = chans.slot(sched.fused);
+    const A *mu = ch + kMu * C, *zs = ch + kZs * C, *zb = ch + kZb * C;
+    const A *c1 = ch + kC1 * C, *c2 = ch + kC2 * C, *c3 = ch + kC3 * C;
+    A* buf = scratch.get(3 * blk_rows * C);
+    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
+      const int64_t rows = std::min(blk_rows, r1 - rb);
+      const A* v = as_acc(a.x + base + rb * C, buf, rows * C);
+      const A* dy = as_acc(a.dy + base + rb * C, buf + blk_rows * C, rows * C);
       A* out;
       if constexpr (std::is_same_v<T, A>) {
-        out = a.dx + base + r * C;
+        out = a.dx + base + rb * C;
       } else {
-        out = buf + 2 * C;
+        out = buf + 2 * blk_rows * C;
       }
       int64_t c = 0;
       for (; c + K <= C; c += K) {
-        const V u = V::loadu(v + c) - V::loadu(mu + c);
-        V g = V::loadu(dy + c);
-        if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c)));
-        at::vec::fmadd(V::loadu(c1 + c), g, at::vec::fmadd(V::loadu(c2 + c), u, V::loadu(c3 + c))).store(out + c);
+        const V vmu = V::loadu(mu + c), v1 = V::loadu(c1 + c), v2 = V::loadu(c2 + c), v3 = V::loadu(c3 + c);
+        const V vzs = V::loadu(zs + c), vzb = V::loadu(zb + c);
+        for (int64_t r = 0; r < rows; ++r) {
+          const V u = V::loadu(v + r * C + c) - vmu;
+          V g = V::loadu(dy + r * C + c);
+          if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, vzs, vzb));
+          at::vec::fmadd(v1, g, at::vec::fmadd(v2, u, v3)).store(out + r * C + c);
+        }
       }
       for (; c < C; ++c) {
-        const A u = v[c] - mu[c];
-        const A g = silu ? silu_grad_scalar(dy[c], u * zs[c] + zb[c]) : dy[c];
-        out[c] = c1[c] * g + (c2[c] * u + c3[c]);
+        for (int64_t r = 0; r < rows; ++r) {
+          const A u = v[r * C + c] - mu[c];
+          const A g = silu ? silu_grad_scalar(dy[r * C + c], u * zs[c] + zb[c]) : dy[r * C + c];
+          out[r * C + c] = c1[c] * g + (c2[c] * u + c3[c]);
+        }
       }
-      if constexpr (!std::is_same_v<T, A>) store_from_acc(out, a.dx + base + r * C, C);
+      if constexpr (!std::is_same_v<T, A>) store_from_acc(out, a.dx + base + rb * C, rows * C);
     }
   };
-  run_schedule(sched, stats1, finish, apply);
+  // A unit: [SiLU: e sums -> r -> z coefficients], a/bs/e sums, coefficients, dx. Fused:
+  // one task per unit, back to back while it is cache-hot; split: units in turn, pieces in
+  // parallel (slot 0 holds the unit's per-channel arrays).
+  auto unit = [&](int64_t n) {
+    A* ch = chans.slot(sched.fused);
+    init_unit(n, ch);
+    if (silu) {
+      sums_pass(n, 0, ch);
+      set_z(n, ch);
+    }
+    sums_pass(n, 1, ch);
+    finish(n);
+    if (sched.fused) {
+      for (int64_t p = 0; p < pieces; ++p) apply(n, p);
+    } else {
+      at::parallel_for(0, pieces, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) apply(n, p);
+      });
+    }
+  };
+  if (sched.fused) {
+    at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) unit(n);
+    });
+  } else {
+    for (int64_t n = 0; n < s.N; ++n) unit(n);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
