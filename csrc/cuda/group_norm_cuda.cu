@@ -68,6 +68,20 @@ plan::DType plan_dtype(at::ScalarType t) {
   }
 }
 
+// The planner's view of a validated problem on x's device.
+plan::Problem make_problem(const GroupNormShape& s, const at::Tensor& x, Layout layout, Activation act) {
+  plan::Problem prob;
+  prob.N = s.N;
+  prob.C = s.C;
+  prob.HxW = s.HxW;
+  prob.G = s.G;
+  prob.dtype = plan_dtype(x.scalar_type());
+  prob.layout = layout == Layout::ChannelsLast ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
+  prob.sm_count = sm_count(x.get_device());
+  prob.act = act;
+  return prob;
+}
+
 // The affine parameters as one dtype W for the kernels: x's dtype, or float32 when either
 // parameter is float32 with a half / bfloat16 input (the other one is then upcast; it is a
 // vector of C elements).
@@ -105,15 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& in
   if (s.N == 0) return {y, mean, rstd};
   const Params prm = prepare_params(x, opt_ptr(weight), opt_ptr(bias));
 
-  plan::Problem prob;
-  prob.N = s.N;
-  prob.C = s.C;
-  prob.HxW = s.HxW;
-  prob.G = s.G;
-  prob.dtype = plan_dtype(x.scalar_type());
-  prob.layout = layout == Layout::ChannelsLast ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
-  prob.sm_count = sm_count(x.get_device());
-  prob.act = act;
+  const plan::Problem prob = make_problem(s, x, layout, act);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
 
   dispatch_types(x.scalar_type(), prm.wtype, [&](auto t_tag, auto w_tag) {
@@ -179,15 +185,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& g
   at::Tensor db_k = want_db ? (b->scalar_type() == prm.wtype ? db : at::empty({s.C}, b->options().dtype(prm.wtype)))
                             : at::Tensor();
 
-  plan::Problem prob;
-  prob.N = s.N;
-  prob.C = s.C;
-  prob.HxW = s.HxW;
-  prob.G = s.G;
-  prob.dtype = plan_dtype(x.scalar_type());
-  prob.layout = layout == Layout::ChannelsLast ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
-  prob.sm_count = sm_count(x.get_device());
-  prob.act = act;
+  const plan::Problem prob = make_problem(s, x, layout, act);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
 
   dispatch_types(x.scalar_type(), prm.wtype, [&](auto t_tag, auto w_tag) {
