@@ -107,13 +107,16 @@ inline void add_vec(A* dst, const A* src, int64_t n) {
   for (; i < n; ++i) dst[i] += src[i];
 }
 
+// Horizontal sum as a pairwise tree (log2(lanes) dependent adds rather than one per lane):
+// short channels end in one or more of these per channel, so its latency matters.
 template <typename A>
 inline A hsum(const Vectorized<A>& v) {
-  alignas(64) A tmp[Vectorized<A>::size()];
+  constexpr int64_t K = Vectorized<A>::size();
+  alignas(64) A tmp[K];
   v.store(tmp);
-  A s = 0;
-  for (int64_t i = 0; i < Vectorized<A>::size(); ++i) s += tmp[i];
-  return s;
+  for (int64_t w = K / 2; w >= 1; w /= 2)
+    for (int64_t i = 0; i < w; ++i) tmp[i] += tmp[i + w];
+  return tmp[0];
 }
 
 // ---------------------------------------------------------------------------------------
