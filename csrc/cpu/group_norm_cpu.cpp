@@ -1114,16 +1114,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
       backward_nhwc(args);
     else
       backward_nchw(args);
-    // dweight / dbias: reduce the (N, C) partials over n in order, parallel over channels.
-    at::parallel_for(0, s.C, 64, [&](int64_t c0, int64_t c1) {
+    // dweight / dbias: reduce the (N, C) partials over n in order, parallel over channel
+    // ranges. Rows are added whole (contiguous, vectorized): walking one channel down the
+    // column strides by C and thrashes L1 sets when C is a large power of two.
+    at::parallel_for(0, s.C, 512, [&](int64_t c0, int64_t c1) {
+      const int64_t len = c1 - c0;
+      std::vector<A> sw(want_dw ? len : 0, A(0)), sb(want_db ? len : 0, A(0));
+      for (int64_t n = 0; n < s.N; ++n) {
+        if (want_dw) add_vec(sw.data(), args.dw_part + n * s.C + c0, len);
+        if (want_db) add_vec(sb.data(), args.db_part + n * s.C + c0, len);
+      }
       for (int64_t c = c0; c < c1; ++c) {
-        A sw = 0, sb = 0;
-        for (int64_t n = 0; n < s.N; ++n) {
-          if (want_dw) sw += args.dw_part[n * s.C + c];
-          if (want_db) sb += args.db_part[n * s.C + c];
-        }
-        if (want_dw) dw.mutable_data_ptr<W>()[c] = static_cast<W>(sw);
-        if (want_db) db.mutable_data_ptr<W>()[c] = static_cast<W>(sb);
+        if (want_dw) dw.mutable_data_ptr<W>()[c] = static_cast<W>(sw[c - c0]);
+        if (want_db) db.mutable_data_ptr<W>()[c] = static_cast<W>(sb[c - c0]);
       }
     });
   });
