@@ -9,7 +9,6 @@
 #include <torch/library.h>
 
 #include <array>
-#include <limits>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -82,19 +81,18 @@ plan::Problem make_problem(const GroupNormShape& s, const at::Tensor& x, Layout 
   return prob;
 }
 
-// The affine parameters as one dtype W for the kernels: x's dtype, or float32 when either
-// parameter is float32 with a half / bfloat16 input (the other one is then upcast; it is a
-// vector of C elements).
+// The affine parameters for the kernels, contiguous, in their own dtype W: check_forward_args
+// has made weight and bias share one dtype, x's or (for half / bfloat16 x) float32.
 struct Params {
-  at::Tensor weight, bias;  // undefined when absent; contiguous, dtype W
+  at::Tensor weight, bias;  // undefined when absent
   at::ScalarType wtype;
 };
 Params prepare_params(const at::Tensor& x, const at::Tensor* weight, const at::Tensor* bias) {
   Params p;
-  const bool any_float = (weight && weight->scalar_type() == at::kFloat) || (bias && bias->scalar_type() == at::kFloat);
-  p.wtype = (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble && any_float) ? at::kFloat : x.scalar_type();
-  if (weight) p.weight = weight->to(p.wtype).contiguous();
-  if (bias) p.bias = bias->to(p.wtype).contiguous();
+  const at::Tensor* any = weight ? weight : bias;
+  p.wtype = any ? any->scalar_type() : x.scalar_type();
+  if (weight) p.weight = weight->contiguous();
+  if (bias) p.bias = bias->contiguous();
   return p;
 }
 
@@ -179,11 +177,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& g
     return {dx, dw, db};
   }
   const Params prm = prepare_params(x, w, b);
-  // Parameter gradients are produced in W; cast back when a parameter was upcast.
-  at::Tensor dw_k = want_dw ? (w->scalar_type() == prm.wtype ? dw : at::empty({s.C}, w->options().dtype(prm.wtype)))
-                            : at::Tensor();
-  at::Tensor db_k = want_db ? (b->scalar_type() == prm.wtype ? db : at::empty({s.C}, b->options().dtype(prm.wtype)))
-                            : at::Tensor();
 
   const plan::Problem prob = make_problem(s, x, layout, act);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
@@ -200,8 +193,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& g
     a.weight = ptr_or_null<W>(prm.weight);
     a.bias = ptr_or_null<W>(prm.bias);
     a.dx = want_dx ? reinterpret_cast<T*>(dx.data_ptr()) : nullptr;
-    a.dweight = want_dw ? reinterpret_cast<W*>(dw_k.data_ptr()) : nullptr;
-    a.dbias = want_db ? reinterpret_cast<W*>(db_k.data_ptr()) : nullptr;
+    a.dweight = want_dw ? reinterpret_cast<W*>(dw.data_ptr()) : nullptr;
+    a.dbias = want_db ? reinterpret_cast<W*>(db.data_ptr()) : nullptr;
     a.N = s.N;
     a.C = s.C;
     a.HxW = s.HxW;
@@ -214,8 +207,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& g
     if (ws_bytes > 0) ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
     kernels::launch_backward(a, bp, ws_bytes > 0 ? ws.data_ptr() : nullptr, stream);
   });
-  if (want_dw && !dw_k.is_same(dw)) dw.copy_(dw_k);
-  if (want_db && !db_k.is_same(db)) db.copy_(db_k);
   return {dx, dw, db};
 }
 
