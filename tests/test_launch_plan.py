@@ -12,9 +12,10 @@ groupnorm_cuda = pytest.importorskip("groupnorm_cuda")
 SM = 132
 MIN_CTAS = 2 * SM
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply"}
-BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx"}
-ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params"}
+FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply", "gn_fwd_stats_rows", "gn_fwd_apply_rows"}
+BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx", "gn_bwd_onchip"}
+ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params", "gn_fwd_finalize"}
+ROWS = ["gn_fwd_stats_rows", "gn_fwd_finalize", "gn_fwd_apply_rows"]
 
 
 def _shapes():
@@ -86,14 +87,15 @@ def test_plan(shape, groups, dtype, fmt, act):
     fwd, bwd = plans["forward"], plans["backward"]
     names_f = [l["kernel"] for l in fwd]
     names_b = [l["kernel"] for l in bwd]
-    assert names_f in (["gn_fwd_onchip"], ["gn_fwd_stats", "gn_fwd_apply"]), names_f
+    assert names_f in (["gn_fwd_onchip"], ["gn_fwd_stats", "gn_fwd_apply"], ROWS), names_f
     sums = "gn_bwd_sums_nchw" if fmt == torch.contiguous_format else "gn_bwd_sums_nhwc"
-    expected_b = (["gn_fwd_stats"] if act == "silu" else []) + [sums, "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"]
-    assert names_b == expected_b
+    split_b = (["gn_fwd_stats"] if act == "silu" else []) + [sums, "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"]
+    assert names_b in (split_b, ["gn_bwd_onchip", "gn_bwd_params"]), names_b
     for l in fwd + bwd:
         _check_limits(l)
     for l in fwd:
-        _check_occupancy(l)
+        if l["kernel"] in FORWARD_MAIN:
+            _check_occupancy(l)
     for l in bwd:
         if l["kernel"] in BACKWARD_MAIN:
             _check_occupancy(l)
@@ -106,6 +108,8 @@ def test_plan(shape, groups, dtype, fmt, act):
     n, c = shape[0], shape[1]
     m = (c // groups) * math.prod(shape[2:])
     for l in fwd:
+        if "chunk_vectors" not in l:
+            continue  # rows schedule, checked below
         mv = m // l["vec"]
         assert l["chunk_vectors"] * l["splits"] >= mv > l["chunk_vectors"] * (l["splits"] - 1)
         groups_per_cta = l["groups_per_block"]
@@ -114,6 +118,25 @@ def test_plan(shape, groups, dtype, fmt, act):
     if fwd[0]["kernel"] == "gn_fwd_onchip":
         assert fwd[0]["splits"] == 1
         assert m * esize <= 32 * 1024  # the group is parked in shared memory
+    if names_f == ROWS:
+        # channels-last groups that are not whole vectors, rows that are: vectors along C
+        vec = 16 // esize
+        assert fmt != torch.contiguous_format and (c // groups) % vec != 0 and c % vec == 0
+        st = fwd[0]
+        assert st["vec"] == vec and st["grid"][0] == n * st["pieces"]
+        assert st["block"][0] >= (c // vec) * st["rows_par"]
+        hw = math.prod(shape[2:])
+        assert st["piece_len"] * st["pieces"] >= hw > st["piece_len"] * (st["pieces"] - 1)
+    elif fmt != torch.contiguous_format and (c // groups) % (16 // esize) != 0 and c % (16 // esize) == 0:
+        assert names_f == ["gn_fwd_onchip"], names_f  # only small groups stay per-group (and scalar)
+    if bwd[0]["kernel"] == "gn_bwd_onchip":
+        b = bwd[0]
+        assert b["splits"] == 1 and b["block"][0] == b["threads_per_group"] * b["groups_per_block"]
+        assert b["grid"][0] == math.ceil(n * groups / b["groups_per_block"])
+        # x and dy of every group of the CTA in shared memory
+        assert b["shared_mem_bytes"] >= 2 * m * esize * b["groups_per_block"]
+        lanes = b["chan_lanes"]
+        assert 1 <= lanes <= 32 and lanes & (lanes - 1) == 0 and b["threads_per_group"] % lanes == 0
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 1024, 1024), (1, 512, 512, 512), (1, 128, 256, 256)])
@@ -122,17 +145,32 @@ def test_batch1_vae_is_split(shape, fmt):
     """Batch-1 VAE layers: 32 groups would give 32 CTAs; each group is split instead."""
     plans = groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=torch.float16, memory_format=fmt)
     for l in plans["forward"]:
-        assert l["splits"] > 1 and _ctas(l) >= MIN_CTAS, l
+        if l["kernel"] == "gn_fwd_finalize":
+            continue
+        # split walk (splits per group) or, channels-last with 4 channels per group, rows
+        # schedule (pieces per sample)
+        assert l.get("splits", l.get("pieces", 0)) > 1 and _ctas(l) >= MIN_CTAS, l
     for l in plans["backward"]:
         if l["kernel"] in BACKWARD_MAIN:
             assert _ctas(l) >= MIN_CTAS, l
 
 
 def test_small_groups_stay_on_chip():
-    # ResNet-50 last stage: 3136 elements per group, 1024 groups: one read, one write.
-    plans = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float16)
-    assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_onchip"]
-    assert plans["forward"][0]["shared_mem_bytes"] > 0
+    # ResNet-50 last stage: 3136 elements per group, 1024 groups: forward 1 read + 1 write,
+    # backward reads x and dy once and writes dx (3 accesses).
+    for act in (None, "silu"):
+        plans = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float16, activation=act)
+        assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_onchip"]
+        assert plans["forward"][0]["shared_mem_bytes"] > 0
+        assert [l["kernel"] for l in plans["backward"]] == ["gn_bwd_onchip", "gn_bwd_params"]
+        assert plans["backward"][0]["shared_mem_bytes"] >= 2 * 3136 * 2
+
+
+def test_large_groups_use_the_split_backward():
+    # 64 x 4096 fp32 = 1 MiB per group: nothing fits on chip.
+    plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=torch.float32)
+    names = [l["kernel"] for l in plans["backward"]]
+    assert names == ["gn_bwd_sums_nchw", "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"]
 
 
 def test_sm_count_scales_the_split():
@@ -151,6 +189,20 @@ def test_vectorization_rules():
     assert plan["forward"][0]["vec"] == 4  # 64 channels per group
     plan = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=torch.bfloat16)
     assert plan["forward"][0]["vec"] == 8
+
+
+def test_channels_last_sd_unet_is_vectorized_along_channels():
+    # 320 channels in 32 groups: 10 per group, not a whole 16-byte vector of fp16 / fp32.
+    for dt, vec in ((torch.float16, 8), (torch.bfloat16, 8), (torch.float32, 4)):
+        plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=dt, memory_format=torch.channels_last)
+        assert [l["kernel"] for l in plans["forward"]] == ROWS
+        assert plans["forward"][0]["vec"] == vec and _ctas(plans["forward"][0]) >= MIN_CTAS
+    # NCHW and whole-vector groups keep the per-group schedules.
+    plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=torch.float16)
+    assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_stats", "gn_fwd_apply"]
+    plans = groupnorm_cuda.cuda_launch_plan((2, 640, 64, 64), 32, dtype=torch.float32,
+                                            memory_format=torch.channels_last)
+    assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_stats", "gn_fwd_apply"]
 
 
 def test_empty_batch_launches_nothing():

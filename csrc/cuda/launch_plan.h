@@ -15,9 +15,18 @@
 //   forward Split  : gn_fwd_stats + gn_fwd_apply. Each group cut into `splits` chunks of
 //                    `chunk` vectors; partial (count, mean, M2) in an fp32 (fp64) workspace,
 //                    merged in a fixed order by every apply CTA: 2 reads + 1 write.
-//   backward       : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
+//   forward Rows   : gn_fwd_stats_rows + gn_fwd_finalize + gn_fwd_apply_rows. Channels-last
+//                    only, when a group's channels are not a whole number of 16-byte vectors
+//                    but a row of C channels is (the Split walk would load scalars): CTAs take
+//                    `piece_len` spatial rows x all C channels of one sample: 2 reads + 1 write.
+//   backward OnChip: gn_bwd_onchip + gn_bwd_params. A group's x and dy parked in shared
+//                    memory between the reductions and dx: reads x and dy once, writes dx
+//                    (3 accesses, SiLU included). Chosen on the same terms as the forward's
+//                    on-chip schedule when x and dy of a group fit (<= 24 KiB each).
+//   backward Split : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
 //                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
-//                    6 with SiLU). dweight/dbias reduced over n in a fixed order.
+//                    6 with SiLU).
+//   Both reduce dweight/dbias over n in a fixed order (gn_bwd_params): no atomics.
 #pragma once
 
 #include <algorithm>
@@ -56,11 +65,11 @@ constexpr int64_t kOnChipMaxGroupBytes = 32 * 1024;  // a group parked in shared
 constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // dynamic smem per CTA (no opt-in)
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
-constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward
+constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward (backward: kMaxBlock)
 constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
 constexpr int64_t kMaxGridX = 2147483647;
 
-enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1 };
+enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2 };
 
 struct Problem {
   int64_t N = 0, C = 0, HxW = 1, G = 1;
@@ -72,8 +81,10 @@ struct Problem {
 
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
 struct Overrides {
-  Schedule schedule = Schedule::Auto;  // forward: OnChip (only if the group fits) or Split
-  int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group
+  Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits) or Split;
+                                       // forward Rows (only where it applies, else Split)
+  int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group;
+                                // forward Rows: pieces per sample
   int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
   int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
   int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
@@ -88,12 +99,23 @@ struct WalkPlan {
   int64_t block() const { return tpg * gpb; }
 };
 
+// Forward Rows schedule (mirrors kernels::RowsSched).
+struct RowsPlan {
+  int64_t pieces = 1, piece_len = 0, max_pieces = 1;  // spatial rows per CTA
+  int64_t rows_par = 1;                               // row lanes per CTA
+  int64_t block = 32, grid = 0;                       // stats / apply kernels
+  int64_t smem_bytes = 0;                             // gn_fwd_stats_rows per-channel states
+  int64_t finalize_block = 256, finalize_grid = 0;
+  int64_t ws_gstat = 0;                               // workspace offset of (m, rstd) per group
+};
+
 struct ForwardPlan {
   Problem prob;
   Overrides ov;
   Schedule schedule = Schedule::Split;
   int64_t vec = 1;
   WalkPlan walk;
+  RowsPlan rows;
   int64_t smem_bytes = 0;   // gn_fwd_onchip dynamic shared memory
   int64_t slot_bytes = 0;   // per group, on-chip
   int64_t workspace_bytes = 0;
@@ -109,10 +131,13 @@ struct SumsPlan {
 struct BackwardPlan {
   Problem prob;
   Overrides ov;
+  Schedule schedule = Schedule::Split;
   int64_t vec = 1;
   bool silu = false;
-  WalkPlan walk;  // gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
-  SumsPlan sums;
+  WalkPlan walk;  // OnChip: gn_bwd_onchip; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
+  int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
+  int64_t chan_lanes = 1;   // gn_bwd_onchip: threads per channel in the per-channel sums
+  SumsPlan sums;            // Split only
   int64_t coeff_block = 256, coeff_grid = 0;
   int64_t params_block = 256, params_grid = 0;
   // Workspace regions (bytes from the start, 256-byte aligned).
@@ -191,6 +216,33 @@ inline WalkPlan plan_walk(const Problem& p, int64_t vec, const Overrides& ov) {
   return w;
 }
 
+// On-chip walk: one group per `tpg` (<= max_tpg) threads, `gpb` groups per CTA, each group
+// owning `slot_bytes` of dynamic shared memory.
+inline WalkPlan plan_onchip_walk(const Problem& p, int64_t Mv, int64_t slot_bytes, int64_t max_tpg,
+                                 const Overrides& ov) {
+  const int64_t NG = p.N * p.G;
+  WalkPlan on;
+  on.splits = 1;
+  on.max_splits = 1;
+  on.chunk = Mv;
+  on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, max_tpg);
+  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kSmemBudgetBytes / slot_bytes));
+  while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
+  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kSmemBudgetBytes / slot_bytes}));
+  on.grid = ceil_div(NG, on.gpb);
+  return on;
+}
+
+// On-chip or not: forced by the override where the data fits, else when it fits and gives
+// enough CTAs, or when the split alternative could not have had more of them.
+inline bool choose_onchip(const Problem& p, const Overrides& ov, bool fits, const WalkPlan& on, const WalkPlan& split) {
+  if (ov.schedule == Schedule::OnChip) return fits;
+  if (ov.schedule == Schedule::Split || ov.schedule == Schedule::Rows) return false;
+  return fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
+}
+
 inline void walk_params(Launch& l, const WalkPlan& w, int64_t vec) {
   l.grid = {w.grid, 1, 1};
   l.block = {w.block(), 1, 1};
@@ -200,6 +252,34 @@ inline void walk_params(Launch& l, const WalkPlan& w, int64_t vec) {
   l.params.push_back({"chunk_vectors", w.chunk});
   l.params.push_back({"threads_per_group", w.tpg});
   l.params.push_back({"groups_per_block", w.gpb});
+}
+
+// Rows schedule, if it applies: channels-last, a group is not a whole number of 16-byte
+// vectors, a row of C channels is, and the per-channel states of a CTA fit in shared memory.
+inline bool plan_rows(const Problem& p, const Overrides& ov, RowsPlan& r, int64_t& vec) {
+  const int64_t v = 16 / elem_size(p.dtype);
+  const int64_t D = p.C / p.G;
+  if (p.layout != MemLayout::ChannelsLast || ov.vec == 1 || D % v == 0 || p.C % v != 0) return false;
+  const int64_t cw = p.C / v;
+  if (cw > 2 * kMaxBlock) return false;
+  const int64_t min_rows = std::max<int64_t>(1, ceil_div(kMinChunkElems, p.C));
+  r.max_pieces = std::max<int64_t>(1, ceil_div(p.HxW, min_rows));
+  int64_t pieces;
+  if (ov.splits > 0) pieces = std::min(ov.splits, p.HxW);
+  else if (p.N >= min_ctas(p)) pieces = 1;
+  else pieces = std::min(r.max_pieces, ceil_div(target_ctas(p), p.N));
+  pieces = std::max<int64_t>(1, pieces);
+  r.piece_len = ceil_div(p.HxW, pieces);
+  r.pieces = ceil_div(p.HxW, r.piece_len);
+  r.max_pieces = std::max(r.max_pieces, r.pieces);
+  r.rows_par = clamp64(kMaxBlock / cw, 1, r.piece_len);
+  r.block = round_up(cw * r.rows_par, 32);
+  r.grid = p.N * r.pieces;
+  r.smem_bytes = r.block * v * 3 * acc_size(p.dtype);
+  if (r.smem_bytes > kSmemBudgetBytes || r.grid > kMaxGridX) return false;
+  r.finalize_grid = ceil_div(p.N * p.G, r.finalize_block / 32);
+  vec = v;
+  return true;
 }
 
 }  // namespace detail
@@ -220,25 +300,42 @@ inline ForwardPlan plan_forward(const Problem& p, const Overrides& ov = {}) {
   // On-chip candidate.
   f.slot_bytes = round_up(Mv * f.vec * elem_size(p.dtype), 16);
   const bool fits = f.slot_bytes <= kOnChipMaxGroupBytes;
-  WalkPlan on;
-  on.splits = 1;
-  on.max_splits = 1;
-  on.chunk = Mv;
-  on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, kMaxOnChipTpg);
-  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kSmemBudgetBytes / f.slot_bytes));
-  while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
-  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
-  if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
-  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kSmemBudgetBytes / f.slot_bytes}));
-  on.grid = ceil_div(NG, on.gpb);
-
+  const WalkPlan on = plan_onchip_walk(p, Mv, f.slot_bytes, kMaxOnChipTpg, ov);
   const WalkPlan split = plan_walk(p, f.vec, ov);
-  bool use_onchip;
-  if (ov.schedule == Schedule::OnChip) use_onchip = fits;
-  else if (ov.schedule == Schedule::Split) use_onchip = false;
-  else use_onchip = fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
+  const bool use_onchip = choose_onchip(p, ov, fits, on, split);
 
   const int64_t acc = acc_size(p.dtype);
+  RowsPlan rows;
+  int64_t rows_vec = 1;
+  if (!use_onchip && (ov.schedule == Schedule::Auto || ov.schedule == Schedule::Rows) &&
+      plan_rows(p, ov, rows, rows_vec)) {
+    f.schedule = Schedule::Rows;
+    f.vec = rows_vec;
+    f.rows = rows;
+    const int64_t part = round_up(NG * rows.pieces * 3 * acc, 256);
+    f.rows.ws_gstat = part;
+    f.workspace_bytes = part + round_up(NG * 2 * acc, 256);
+    auto rows_params = [&](Launch& l) {
+      l.grid = {rows.grid, 1, 1};
+      l.block = {rows.block, 1, 1};
+      l.params = {{"vec", rows_vec}, {"pieces", rows.pieces}, {"max_pieces", rows.max_pieces},
+                  {"piece_len", rows.piece_len}, {"rows_par", rows.rows_par},
+                  {"schedule", static_cast<int64_t>(Schedule::Rows)}};
+    };
+    Launch st;
+    st.kernel = "gn_fwd_stats_rows";
+    rows_params(st);
+    st.shared_mem_bytes = rows.smem_bytes;
+    Launch fin;
+    fin.kernel = "gn_fwd_finalize";
+    fin.grid = {rows.finalize_grid, 1, 1};
+    fin.block = {rows.finalize_block, 1, 1};
+    Launch ap;
+    ap.kernel = "gn_fwd_apply_rows";
+    rows_params(ap);
+    f.launches = {st, fin, ap};
+    return f;
+  }
   if (use_onchip) {
     f.schedule = Schedule::OnChip;
     f.walk = on;
@@ -284,8 +381,44 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
   const int64_t V = b.vec;
   if (NG == 0 || D * p.HxW == 0) return b;
   const int64_t acc = acc_size(p.dtype);
+  b.params_block = 256;
+  b.params_grid = ceil_div(p.C, b.params_block);
 
   b.walk = plan_walk(p, V, ov);
+
+  // On-chip candidate: x and dy tiles of a group side by side.
+  const int64_t Mv = D * p.HxW / V;
+  const int64_t slot2 = 2 * round_up(Mv * V * elem_size(p.dtype), 16);
+  // At most 256 threads: gn_bwd_onchip takes up to 80 registers (RESULTS.md), so 512-thread
+  // CTAs would leave one CTA per SM.
+  const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, ov);
+  if (choose_onchip(p, ov, slot2 <= kSmemBudgetBytes, on, b.walk)) {
+    const int64_t split_max = b.walk.max_splits;
+    b.schedule = Schedule::OnChip;
+    b.walk = on;
+    b.smem_bytes = on.gpb * slot2;
+    // Channels of a group shared out over its threads: as many lanes per channel as the
+    // threads allow (a power of two <= 32, so the lanes of a channel are within one warp).
+    b.chan_lanes = clamp64(on.tpg / std::max<int64_t>(1, D), 1, 32);
+    while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
+    b.ws_dwp = 0;
+    b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
+    Launch l;
+    l.kernel = "gn_bwd_onchip";
+    walk_params(l, on, V);
+    for (auto& kv : l.params)  // as in the forward: what the split alternative could reach
+      if (kv.first == "max_splits") kv.second = split_max;
+    l.shared_mem_bytes = b.smem_bytes + 3 * 32 * acc;  // + static reduction buffer
+    l.params.push_back({"chan_lanes", b.chan_lanes});
+    l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
+    b.launches.push_back(l);
+    Launch pr;
+    pr.kernel = "gn_bwd_params";
+    pr.grid = {b.params_grid, 1, 1};
+    pr.block = {b.params_block, 1, 1};
+    b.launches.push_back(pr);
+    return b;
+  }
 
   SumsPlan& s = b.sums;
   if (p.layout == MemLayout::Contiguous) {
@@ -332,8 +465,6 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
   }
   b.coeff_block = 256;
   b.coeff_grid = ceil_div(NG, b.coeff_block / 32);
-  b.params_block = 256;
-  b.params_grid = ceil_div(p.C, b.params_block);
 
   int64_t off = 0;
   auto region = [&](int64_t bytes) {

@@ -115,7 +115,8 @@ enum Mask { ALL = 0, DX_ONLY = 1, PARAMS_ONLY = 2 };
 enum Tag : unsigned { T_QUICK = 1, T_TSAN = 2, T_ASAN = 4, T_MUT = 8 };
 
 struct Expect {  // what the plan must look like (else the case FAILS: coverage is asserted)
-  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split
+  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows
+  int bwd_sched = -1;     // -1 any, 0 on-chip, 1 split
   int vec = 0;            // 0 any, 1 scalar, 2 vectorized (> 1)
   bool gpb_gt1 = false;   // on-chip: several groups per CTA
   bool splits_gt1 = false;
@@ -140,7 +141,9 @@ struct Case {
 
 static int g_failures = 0;
 
-static const char* sched_name(P::Schedule s) { return s == P::Schedule::OnChip ? "onchip" : "split"; }
+static const char* sched_name(P::Schedule s) {
+  return s == P::Schedule::OnChip ? "onchip" : (s == P::Schedule::Rows ? "rows" : "split");
+}
 
 template <typename T, typename W>
 static void run_case(const Case& cs) {
@@ -279,11 +282,13 @@ static void run_case(const Case& cs) {
   // ---------------------------------------------------------------- plan expectations (coverage)
   const Expect& e = cs.ex;
   if (e.fwd_sched >= 0 && static_cast<int>(fp.schedule) != e.fwd_sched) why += " plan:fwd-schedule";
+  if (e.bwd_sched >= 0 && static_cast<int>(bp.schedule) != e.bwd_sched) why += " plan:bwd-schedule";
   if (e.vec == 1 && (fp.vec != 1 || bp.vec != 1)) why += " plan:not-scalar";
   if (e.vec == 2 && (fp.vec == 1 || bp.vec == 1)) why += " plan:not-vectorized";
   if (e.gpb_gt1 && fp.walk.gpb <= 1) why += " plan:gpb";
-  if (e.splits_gt1 && (fp.walk.splits <= 1 || bp.walk.splits <= 1)) why += " plan:splits";
-  if (e.pieces_gt1 && bp.sums.pieces <= 1) why += " plan:pieces";
+  if (e.splits_gt1 && (fp.walk.splits <= 1 || bp.schedule != P::Schedule::Split || bp.walk.splits <= 1))
+    why += " plan:splits";
+  if (e.pieces_gt1 && (bp.schedule != P::Schedule::Split || bp.sums.pieces <= 1)) why += " plan:pieces";
   if (fp.walk.block() < e.min_block) why += " plan:block";
 
   Fnv h;
@@ -297,14 +302,16 @@ static void run_case(const Case& cs) {
   std::string ks;
   for (const auto& k : kern) ks += (ks.empty() ? "" : ",") + k;
   const bool ok = why.empty();
+  const bool rows = fp.schedule == P::Schedule::Rows;  // fwd[splits=] prints its pieces per sample
   if (!ok) ++g_failures;
   std::printf(
       "CASE %-34s fwd[%s vec=%lld splits=%lld tpg=%lld gpb=%lld grid=%lld block=%lld] "
-      "bwd[%s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld] kernels=%s "
+      "bwd[%s %s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld] kernels=%s "
       "err[y=%.2e mean=%.2e rstd=%.2e dx=%.2e dw=%.2e db=%.2e] tol=%.1e hash=%016llx ms=%.0f %s%s\n",
-      cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec, (long long)fp.walk.splits,
-      (long long)fp.walk.tpg, (long long)fp.walk.gpb, (long long)fp.walk.grid, (long long)fp.walk.block(),
-      cs.cl ? "nhwc" : "nchw", (long long)bp.vec, (long long)bp.sums.pieces, (long long)bp.sums.grid,
+      cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec, (long long)(rows ? fp.rows.pieces : fp.walk.splits),
+      (long long)fp.walk.tpg, (long long)fp.walk.gpb, (long long)(rows ? fp.rows.grid : fp.walk.grid),
+      (long long)(rows ? fp.rows.block : fp.walk.block()),
+      sched_name(bp.schedule), cs.cl ? "nhwc" : "nchw", (long long)bp.vec, (long long)bp.sums.pieces, (long long)bp.sums.grid,
       (long long)bp.sums.block, (long long)bp.walk.splits, (long long)bp.walk.grid, ks.c_str(), ry,
       (double)emean, (double)erstd, rx, rw, rb, tT, (unsigned long long)h.h, ms, ok ? "PASS" : "FAIL", why.c_str());
   std::fflush(stdout);
@@ -343,15 +350,21 @@ static P::Overrides ov_split(int64_t vec = 0) {
   o.vec = vec;
   return o;
 }
+static P::Overrides ov_rows(int64_t pieces) {
+  P::Overrides o;
+  o.schedule = P::Schedule::Rows;
+  o.splits = pieces;
+  return o;
+}
 static P::Overrides ov_auto() { return P::Overrides{}; }
 
 static std::vector<Case> make_cases() {
   std::vector<Case> v;
   const P::Overrides AUTO = ov_auto(), ON1 = ov_onchip(32, 1), ON3 = ov_onchip(32, 3), SPLIT = ov_split(),
                      SPLIT_S = ov_split(1), ON1_S = ov_onchip(32, 1, 1), ON3_S = ov_onchip(32, 3, 1);
-  Expect eON1; eON1.fwd_sched = 0;
-  Expect eON3; eON3.fwd_sched = 0; eON3.gpb_gt1 = true;
-  Expect eSP; eSP.fwd_sched = 1; eSP.splits_gt1 = true; eSP.pieces_gt1 = true;
+  Expect eON1; eON1.fwd_sched = 0; eON1.bwd_sched = 0;
+  Expect eON3; eON3.fwd_sched = 0; eON3.bwd_sched = 0; eON3.gpb_gt1 = true;
+  Expect eSP; eSP.fwd_sched = 1; eSP.bwd_sched = 1; eSP.splits_gt1 = true; eSP.pieces_gt1 = true;
   auto vecd = [](Expect e) { e.vec = 2; return e; };
   auto scal = [](Expect e) { e.vec = 1; return e; };
   auto add = [&](const std::string& name, DT dt, bool wf, int64_t N, int64_t C, int64_t HxW, int64_t G, bool cl,
@@ -402,6 +415,12 @@ static std::vector<Case> make_cases() {
         eSP, DX_ONLY);
     add("f32_mask_params_only_" + l, DT::F32, false, 2, 16, 40, 4, cl, true, true, true, SPLIT,
         Q | (cl ? T_ASAN : T_TSAN), eSP, PARAMS_ONLY);
+    add("f32_mask_dx_only_onchip_" + l, DT::F32, false, 2, 16, 24, 4, cl, true, true, true, ON3, Q, eON3, DX_ONLY);
+    add("f32_mask_params_only_onchip_" + l, DT::F32, false, 2, 16, 24, 4, cl, false, true, false, ON1,
+        Q | (cl ? T_TSAN : T_ASAN), eON1, PARAMS_ONLY);
+    // More channels than threads in the on-chip backward's per-channel sums (1 lane each, 3 trips).
+    add("f32_onchip_hw1_d96_" + l, DT::F32, false, 2, 96, 1, 1, cl, true, true, true, ON1, Q | (cl ? T_ASAN : T_TSAN),
+        eON1);
   }
   // Large mean, small spread (the shifted statistics and the mean-rounding correction).
   for (int cl = 0; cl < 2; ++cl) {
@@ -411,15 +430,34 @@ static std::vector<Case> make_cases() {
         1e-2);
     add("f64_mean1e4_split_" + l, DT::F64, false, 2, 8, 64, 2, cl, true, true, true, SPLIT, 0, eSP, ALL, 1e4, 1e-2);
   }
+  // Channels-last groups that are not whole vectors (D = 6 with 4 floats per vector) but rows
+  // are: the rows schedule (pieces 1 and 3, idle threads in the last warp, SiLU, affine
+  // variants, planner auto) and, misaligned, its refusal and the scalar re-plan.
+  {
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 1; eR.vec = 0;
+    add("f32_rows3_nhwc", DT::F32, false, 2, 24, 20, 4, true, false, true, true, ov_rows(3), Q | T_TSAN | T_ASAN, eR);
+    add("f32_rows1_silu_nhwc", DT::F32, false, 2, 24, 20, 4, true, true, true, true, ov_rows(1), Q | T_TSAN, eR);
+    add("f32_rows3_affine_none_nhwc", DT::F32, false, 3, 24, 7, 4, true, true, false, false, ov_rows(3), Q | T_ASAN, eR);
+    // D = 3 < 4: vectors spanning two groups
+    add("f32_rows3_weight_only_d3_nhwc", DT::F32, false, 2, 24, 20, 8, true, false, true, false, ov_rows(3), 0, eR);
+    add("f32_rows_auto_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eR);
+    add("f32_rows_mean1e4_nhwc", DT::F32, false, 2, 24, 40, 4, true, false, true, true, ov_rows(3), Q, eR, ALL, 1e4, 1e-2);
+    Expect eRmis; eRmis.fwd_sched = 1; eRmis.vec = 1;
+    add("f32_rows_misaligned_nhwc", DT::F32, false, 2, 24, 20, 4, true, false, true, true, ov_rows(3), Q | T_ASAN, eRmis,
+        ALL, 0, 1, true);
+  }
   // Real block sizes chosen by the planner (sm_count = 4: small grids).
+  // 32 KiB groups: the forward stays on chip, x and dy together (64 KiB) do not: split backward.
   add("f32_big_onchip512_nchw", DT::F32, false, 2, 16, 512, 1, false, false, true, true, ov_onchip(0, 0),
-      T_TSAN | T_ASAN, [] { Expect e; e.fwd_sched = 0; e.min_block = 512; return e; }());
+      T_TSAN | T_ASAN, [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 1; e.min_block = 512; return e; }());
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());
   add("f32_big_auto_nhwc", DT::F32, false, 2, 64, 64, 2, true, false, true, true, AUTO, 0,
       [] { Expect e; e.pieces_gt1 = true; e.vec = 2; return e; }());
-  add("f32_big_auto_onchip256_nhwc", DT::F32, false, 2, 32, 128, 4, true, true, true, false, AUTO, 0,
-      [] { Expect e; e.fwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
+  add("f32_big_auto_onchip256_nhwc", DT::F32, false, 2, 32, 128, 4, true, true, true, false, AUTO, T_TSAN,
+      [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
+  add("f32_big_auto_onchip256_nchw", DT::F32, false, 2, 32, 128, 4, false, true, true, true, AUTO, T_ASAN,
+      [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
 
   // fp64 / fp16 / bf16 (W = T and W = float).
   struct DCase { const char* n; DT dt; bool wf; };
@@ -441,6 +479,11 @@ static std::vector<Case> make_cases() {
       add(p + "_hw63_split_" + l, d.dt, d.wf, 2, 9, 63, 3, cl, true, true, true, SPLIT, Q | (tsan ? T_ASAN : 0u),
           scal(eSP));
     }
+    // rows schedule: 10 channels per group (SD UNet's 320 / 32), 3 for fp64 (2 per vector)
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 1;
+    const int64_t rc = d.dt == DT::F64 ? 6 : 40, rg = d.dt == DT::F64 ? 2 : 4;
+    add(p + "_rows3_silu_nhwc", d.dt, d.wf, 2, rc, 18, rg, true, true, true, true, ov_rows(3),
+        Q | (main16 ? T_TSAN | T_ASAN : 0u), eR);
   }
   return v;
 }

@@ -29,7 +29,8 @@ simt_build = mutations.simt_build
 HARNESS = HERE / "kernel_harness.cpp"
 SANITIZER_MARKERS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
 ALL_KERNELS = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc",
-               "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"}
+               "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx", "gn_bwd_onchip", "gn_fwd_stats_rows", "gn_fwd_finalize",
+               "gn_fwd_apply_rows"}
 CASE_RE = re.compile(r"^CASE (\S+)\s+fwd\[(.*?)\] bwd\[(.*?)\] kernels=(\S+) err\[(.*?)\] tol=\S+ "
                      r"hash=([0-9a-f]{16}) ms=(\d+) (PASS|FAIL)(.*)$")
 
@@ -102,6 +103,10 @@ def _features(cases: dict[str, dict]) -> set[str]:
             f.add(f"onchip:{lay}:{'gpb1' if fwd['gpb'] == '1' else 'gpb>1'}")
         elif int(fwd["splits"]) > 1:
             f.add(f"split>1:{lay}")
+        if "rows" in fwd:
+            f.add(f"rows:{lay}:{'pieces1' if fwd['splits'] == '1' else 'pieces>1'}")
+        if "onchip" in bwd:
+            f.add(f"bwd_onchip:{lay}:{'gpb1' if fwd['gpb'] == '1' else 'gpb>1'}")
         if int(bwd["pieces"]) > 1:
             f.add(f"pieces>1:{lay}")
         if int(fwd["block"]) >= 256:
@@ -117,7 +122,9 @@ REQUIRED_PLAIN = {f"dtype:{d}" for d in ("f32", "f64", "f16", "f16wf32", "bf16",
     "fwd_block>=256", "sums_block>=256:nchw", "sums_block>=256:nhwc"}
 for _lay in ("nchw", "nhwc"):
     REQUIRED_PLAIN |= {f"vec:{_lay}:scalar", f"vec:{_lay}:vector", f"onchip:{_lay}:gpb1", f"onchip:{_lay}:gpb>1",
-                       f"split>1:{_lay}", f"pieces>1:{_lay}", f"silu:{_lay}"}
+                       f"split>1:{_lay}", f"pieces>1:{_lay}", f"silu:{_lay}", f"bwd_onchip:{_lay}:gpb1",
+                       f"bwd_onchip:{_lay}:gpb>1"}
+REQUIRED_PLAIN |= {"rows:nhwc:pieces1", "rows:nhwc:pieces>1"}
 
 
 # ------------------------------------------------------------------------- correct kernels

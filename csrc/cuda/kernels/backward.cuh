@@ -10,6 +10,9 @@
 //                      terms rho * (bsum - r * a) and a.
 //   gn_bwd_params      one thread per channel: dweight, dbias = sums over n in order.
 //   gn_bwd_dx          elementwise dx over the walk schedule of the forward.
+//   gn_bwd_onchip      groups that fit on chip, instead of all of the above but gn_bwd_params:
+//                      x and dy of a group parked in shared memory, the reductions, the
+//                      per-channel dweight/dbias terms and dx from there: 3 tensor accesses.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -40,6 +43,8 @@ template <typename T, typename W> struct BwdParams {
   // `piece_len` spatial rows.
   int64_t pieces, piece_len, row_blocks;
   int lanes, rows_par;
+  // gn_bwd_onchip: `chan_lanes` threads per channel in the per-channel sums.
+  int chan_lanes;
   bool silu;
 };
 
@@ -60,6 +65,19 @@ __device__ inline A dy_eff(A dyv, A u, A r, A rho, A gamma, A beta, bool silu) {
   const A z = (u - r) * rho * gamma + beta;
   const A sg = gn_sigmoid(z);
   return dyv * sg * (A(1) + z * (A(1) - sg));
+}
+
+// Element j of the vector at (row, col) of group g: returns dy', sets u = x - mu and gamma.
+template <typename T, typename W, int V>
+__device__ inline acc_t<T> elem_grad(const BwdParams<T, W>& p, int64_t g, int64_t row, int64_t col, int j, T xv,
+                                     T dyv, acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T>& u, acc_t<T>& gamma) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  const int64_t c = geo.channels_last ? g * geo.D + col * V + j : g * geo.D + row;
+  gamma = p.weight ? to_acc(p.weight[c]) : A(1);
+  const A beta = p.bias ? to_acc(p.bias[c]) : A(0);
+  u = to_acc(xv) - mu;
+  return dy_eff(to_acc(dyv), u, r, rho, gamma, beta, p.silu);
 }
 
 template <typename T, typename W, int V>
@@ -278,18 +296,134 @@ __global__ void gn_bwd_dx(BwdParams<T, W> p) {
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
     const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
     Vec<T, V> out;
-    const int64_t cbase = geo.channels_last ? g * geo.D + w.col * V : g * geo.D + w.row;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const int64_t c = geo.channels_last ? cbase + j : cbase;
-      const A gamma = p.weight ? to_acc(p.weight[c]) : A(1);
-      const A beta = p.bias ? to_acc(p.bias[c]) : A(0);
-      const A u = to_acc(xv.v[j]) - mu;
-      const A d = dy_eff(to_acc(dv.v[j]), u, r, rho, gamma, beta, p.silu);
+      A u, gamma;
+      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
       out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
     }
     store_vec<T, V>(p.dx, off, out);
     w.advance();
+  }
+}
+
+// One group (or gpb groups) per CTA with the group's x and dy held in shared memory (the
+// walk of dx_sched with splits == 1): reads x and dy once, writes dx once.
+//   1. load x, dy into this thread's slots of the tiles; with SiLU also the Welford of x - s
+//      (r_pre, as the SiLU pre-pass computes it);
+//   2. group sums of u, gamma * dy', gamma * dy' * u -> r, c2, c3 (as gn_bwd_coeffs);
+//   3. per channel of the group (`chan_lanes` threads each, fixed order): a = sum dy',
+//      bsum = sum dy' * u -> the dweight/dbias terms for gn_bwd_params;
+//   4. dx of this thread's vectors.
+// Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D].
+template <typename T, typename W, int V>
+__global__ void gn_bwd_onchip(BwdParams<T, W> p) {
+  using A = acc_t<T>;
+  __shared__ A red[3][32];
+  const Geometry& geo = p.geo;
+  const int tpg = p.dx_sched.tpg;
+  const GroupSlot gs = slot_of(p.dx_sched, geo);
+  const int slot = static_cast<int>(threadIdx.x) / tpg;
+  Vec<T, V>* xt = gn_dynamic_smem<Vec<T, V>>() + static_cast<int64_t>(slot) * 2 * geo.Mv;
+  Vec<T, V>* dt = xt + geo.Mv;
+  const int64_t ng = gs.active ? gs.ng : 0;
+  const int64_t n = ng / geo.G, g = ng - n * geo.G;
+  const int64_t base = geo.group_base(ng);
+  const A mu = p.mean[ng], rho = p.rstd[ng];
+  const A s = to_acc(p.x[base]);
+
+  Welford<A> st = welford_zero<A>();
+  Walk w;
+  w.init(gs.e_begin + gs.lt, tpg, geo.K);
+  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
+    const int64_t off = base + w.row * geo.RS + w.col * V;
+    const Vec<T, V> xv = load_vec<T, V>(p.x, off);
+    xt[e] = xv;  // read back by this same thread in steps 2 and 4; step 3 follows a barrier
+    dt[e] = load_vec<T, V>(p.dy, off);
+    if (p.silu) accumulate_vec<T, V>(st, xv, s);
+    w.advance();
+  }
+  A r = A(0);
+  if (p.silu) {
+    group_welford(st, red, tpg);
+    r = (s - mu) + st.mean;
+  }
+
+  // 2. group sums from this thread's own vectors
+  A se = A(0), sga = A(0), sgb = A(0);
+  w.init(gs.e_begin + gs.lt, tpg, geo.K);
+  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
+    const Vec<T, V> xv = xt[e], dv = dt[e];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      A u, gamma;
+      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      se += u;
+      sga += gamma * d;
+      sgb += gamma * d * u;
+    }
+    w.advance();
+  }
+  group_sum3(se, sga, sgb, red, tpg);
+  const A invM = A(1) / A(geo.M);
+  const A rm = se * invM;
+  const A Acoef = rho * (sgb - rm * sga);
+  const A c2 = -rho * rho * Acoef * invM;
+  const A c3 = rho * (rm * rho * Acoef - sga) * invM;
+
+  // 3. per-channel sums for dweight / dbias (every thread of the group runs the same trips,
+  //    so the sub-warp shuffles below are convergent)
+  if (p.dwp) {
+    __syncthreads();  // the tiles of the whole group
+    const T* xs = reinterpret_cast<const T*>(xt);
+    const T* ds = reinterpret_cast<const T*>(dt);
+    const int L = p.chan_lanes;
+    const int cl = gs.lt / L, li = gs.lt - cl * L;
+    const int cpt = tpg / L;  // channels per trip
+    const int64_t cs = geo.channels_last ? 1 : geo.HxW;  // element stride between channels
+    const int64_t ps = geo.channels_last ? geo.D : 1;    // element stride between positions
+    for (int64_t c0 = 0; c0 < geo.D; c0 += cpt) {
+      const int64_t cc = c0 + cl;
+      const bool valid = gs.active && cc < geo.D;
+      const int64_t c = g * geo.D + cc;
+      const A gamma = (valid && p.weight) ? to_acc(p.weight[c]) : A(1);
+      const A beta = (valid && p.bias) ? to_acc(p.bias[c]) : A(0);
+      A sa = A(0), sb = A(0);
+      if (valid) {
+        for (int64_t q = li; q < geo.HxW; q += L) {
+          const int64_t i = cc * cs + q * ps;
+          const A u = to_acc(xs[i]) - mu;
+          const A d = dy_eff(to_acc(ds[i]), u, r, rho, gamma, beta, p.silu);
+          sa += d;
+          sb += d * u;
+        }
+      }
+      for (int off = L >> 1; off >= 1; off >>= 1) {
+        sa += shfl_xor(sa, off);
+        sb += shfl_xor(sb, off);
+      }
+      if (valid && li == 0) {
+        p.dwp[2 * (n * geo.C + c)] = rho * (sb - rm * sa);
+        p.dwp[2 * (n * geo.C + c) + 1] = sa;
+      }
+    }
+  }
+
+  // 4. dx of this thread's own vectors
+  if (p.dx) {
+    w.init(gs.e_begin + gs.lt, tpg, geo.K);
+    for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
+      const Vec<T, V> xv = xt[e], dv = dt[e];
+      Vec<T, V> out;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        A u, gamma;
+        const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+        out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
+      }
+      store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col * V, out);
+      w.advance();
+    }
   }
 }
 

@@ -116,6 +116,16 @@ template <typename A, int V> __device__ inline void welford_add_vec(Welford<A>& 
   }
   welford_merge(a, A(V), mv, m2v);
 }
+// Adds the vector v shifted by s.
+template <typename T, int V>
+__device__ inline void accumulate_vec(Welford<acc_t<T>>& st, const Vec<T, V>& v, acc_t<T> s) {
+  using A = acc_t<T>;
+  A d[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) d[j] = to_acc(v.v[j]) - s;
+  welford_add_vec<A, V>(st, d);
+}
+
 // Butterfly merge over the whole warp: every lane ends with the warp total (fixed order).
 template <typename A> __device__ inline void warp_welford(Welford<A>& a) {
 #pragma unroll
@@ -150,6 +160,42 @@ __device__ inline void group_welford(Welford<A>& a, A (*red)[32], int tpg) {
       a.m2 = red[2][first + lane];
     }
     warp_welford(a);
+    __syncthreads();  // red may be reused by the caller
+  }
+}
+// Plain sums of three values over the threads of one group (same layout and contract as
+// group_welford: fixed order, every thread of the group ends with the same bits).
+template <typename A>
+__device__ inline void group_sum3(A& a, A& b, A& c, A (*red)[32], int tpg) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    a += shfl_xor(a, off);
+    b += shfl_xor(b, off);
+    c += shfl_xor(c, off);
+  }
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int wpg = tpg >> 5;
+  if (wpg > 1) {
+    if (lane == 0) {
+      red[0][warp] = a;
+      red[1][warp] = b;
+      red[2][warp] = c;
+    }
+    __syncthreads();
+    const int first = (warp / wpg) * wpg;
+    a = b = c = A(0);
+    if (lane < wpg) {
+      a = red[0][first + lane];
+      b = red[1][first + lane];
+      c = red[2][first + lane];
+    }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) {
+      a += shfl_xor(a, off);
+      b += shfl_xor(b, off);
+      c += shfl_xor(c, off);
+    }
     __syncthreads();  // red may be reused by the caller
   }
 }
@@ -244,6 +290,34 @@ __device__ inline GroupSlot slot_of(const WalkSched& s, const Geometry& geo) {
   r.e_begin = r.split * s.chunk;
   r.e_end = r.e_begin + s.chunk < geo.Mv ? r.e_begin + s.chunk : geo.Mv;
   if (!r.active) r.e_end = r.e_begin;
+  return r;
+}
+
+// Channels-last rows schedule (gn_fwd_*_rows): CTA (n, piece) covers spatial rows
+// [piece * piece_len, ...) of sample n, all C channels; thread = (row lane rl, vector column
+// lc of C / V), rows_par row lanes x (C / V) columns, extra threads idle.
+struct RowsSched {
+  int64_t pieces, piece_len;
+  int rows_par;
+};
+struct RowSlot {
+  int64_t n, piece, sample, r0, r1, c0;
+  int rl;
+  bool valid;
+};
+template <int V> __device__ inline RowSlot row_slot(const RowsSched& s, const Geometry& geo) {
+  RowSlot r;
+  const int64_t bid = blockIdx.x;
+  r.n = bid / s.pieces;
+  r.piece = bid - r.n * s.pieces;
+  r.sample = r.n * geo.HxW * geo.C;
+  r.r0 = r.piece * s.piece_len;
+  r.r1 = r.r0 + s.piece_len < geo.HxW ? r.r0 + s.piece_len : geo.HxW;
+  const int64_t cw = geo.C / V;
+  const int tid = static_cast<int>(threadIdx.x);
+  r.rl = static_cast<int>(tid / cw);
+  r.c0 = (tid - r.rl * cw) * V;
+  r.valid = r.rl < s.rows_par;
   return r;
 }
 

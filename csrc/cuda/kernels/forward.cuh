@@ -4,6 +4,13 @@
 //   gn_fwd_stats  : partial Welford (n, mean, M2) of x - s over one chunk of a group -> ws.
 //   gn_fwd_apply  : merges the group's partials in a fixed order, writes mean/rstd (split 0),
 //                   normalizes its chunk: with gn_fwd_stats 2R + 1W.
+//   gn_fwd_stats_rows / gn_fwd_finalize / gn_fwd_apply_rows
+//                 : channels-last tensors whose groups are not a whole number of 16-byte
+//                   vectors (C / G % V != 0, e.g. SD UNet's 320 channels in 32 groups) but
+//                   whose rows are (C % V == 0): a CTA takes a block of spatial rows of one
+//                   sample with 16-byte vectors along C across all groups. Per-channel
+//                   Welford -> per-(n, g, piece) partials -> merged per group in a fixed order
+//                   -> elementwise epilogue: 2R + 1W, coalesced, vectorized.
 // s is the group's first element (csrc/README.md): statistics are of x - s.
 #pragma once
 
@@ -20,8 +27,10 @@ template <typename T, typename W> struct FwdParams {
   acc_t<T>* mean;
   acc_t<T>* rstd;
   acc_t<T>* ws;  // partials [NG][splits][3]
+  acc_t<T>* gstat;  // rows schedule: per group (m, rstd) [NG][2]
   Geometry geo;
   WalkSched sched;
+  RowsSched rows;
   acc_t<T> eps;
   bool silu;
 };
@@ -55,15 +64,6 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
     }
   }
   return out;
-}
-
-template <typename T, int V>
-__device__ inline void accumulate_vec(Welford<acc_t<T>>& st, const Vec<T, V>& v, acc_t<T> s) {
-  using A = acc_t<T>;
-  A d[V];
-#pragma unroll
-  for (int j = 0; j < V; ++j) d[j] = to_acc(v.v[j]) - s;
-  welford_add_vec<A, V>(st, d);
 }
 
 template <typename T, typename W, int V>
@@ -149,6 +149,111 @@ __global__ void gn_fwd_apply(FwdParams<T, W> p) {
     const Vec<T, V> v = load_vec<T, V>(p.x, off);
     store_vec<T, V>(p.y, off, fwd_epilogue<T, W, V>(p, v, g, w.row, w.col, s, m, rstd));
     w.advance();
+  }
+}
+
+// ---- channels-last rows schedule ----
+// Per thread: V consecutive channels (vector column lc of C / V), the rows rl, rl + RP, ...
+// of the CTA's piece. Returns the thread's (count, mean, M2) per channel of x - s[group].
+template <typename T, int V>
+__global__ void gn_fwd_stats_rows(const T* __restrict__ x, acc_t<T>* __restrict__ ws, Geometry geo, RowsSched rs) {
+  using A = acc_t<T>;
+  const RowSlot sl = row_slot<V>(rs, geo);
+  A mean[V], m2[V], sh[V];
+  A cnt = A(0);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    mean[j] = A(0);
+    m2[j] = A(0);
+    sh[j] = sl.valid ? to_acc(x[sl.sample + (sl.c0 + j) / geo.D * geo.D]) : A(0);
+  }
+  if (sl.valid) {
+    for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += rs.rows_par) {
+      const Vec<T, V> v = load_vec<T, V>(x, sl.sample + row * geo.C + sl.c0);
+      cnt += A(1);
+      const A inv = A(1) / cnt;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const A d = (to_acc(v.v[j]) - sh[j]) - mean[j];
+        mean[j] += d * inv;
+        m2[j] += d * ((to_acc(v.v[j]) - sh[j]) - mean[j]);
+      }
+    }
+  }
+  // Per-channel states to shared memory, then one thread per group merges them in a fixed
+  // order (row lanes outer, channels inner).
+  A* st = gn_dynamic_smem<A>();
+  const int nt = static_cast<int>(blockDim.x);
+  const int tid = static_cast<int>(threadIdx.x);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    st[(0 * nt + tid) * V + j] = cnt;
+    st[(1 * nt + tid) * V + j] = mean[j];
+    st[(2 * nt + tid) * V + j] = m2[j];
+  }
+  __syncthreads();
+  const int64_t cw = geo.C / V;
+  for (int64_t g = tid; g < geo.G; g += nt) {
+    Welford<A> acc = welford_zero<A>();
+    for (int rl = 0; rl < rs.rows_par; ++rl)
+      for (int64_t c = g * geo.D; c < (g + 1) * geo.D; ++c) {
+        const int64_t k = (rl * cw + c / V) * V + c % V;
+        welford_merge(acc, st[k], st[nt * V + k], st[2 * nt * V + k]);
+      }
+    A* out = ws + 3 * ((sl.n * geo.G + g) * rs.pieces + sl.piece);
+    out[0] = acc.n;
+    out[1] = acc.mean;
+    out[2] = acc.m2;
+  }
+}
+
+// One warp per group (n, g): merges the pieces in order, writes mean / rstd and (m, rstd) of
+// the shifted data for gn_fwd_apply_rows.
+template <typename T, typename W>
+__global__ void gn_fwd_finalize(FwdParams<T, W> p) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t ng = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const bool active = ng < geo.N * geo.G;
+  const Welford<A> st = merge_partials(p.ws + 3 * (active ? ng : 0) * p.rows.pieces, p.rows.pieces, active);
+  if (active && lane == 0) {
+    const A rstd = gn_rsqrt(st.m2 / A(geo.M) + p.eps);
+    p.mean[ng] = to_acc(p.x[geo.group_base(ng)]) + st.mean;
+    p.rstd[ng] = rstd;
+    p.gstat[2 * ng] = st.mean;
+    p.gstat[2 * ng + 1] = rstd;
+  }
+}
+
+template <typename T, typename W, int V>
+__global__ void gn_fwd_apply_rows(FwdParams<T, W> p) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  const RowSlot sl = row_slot<V>(p.rows, geo);
+  if (!sl.valid) return;  // no barriers below
+  A sh[V], m[V], a[V], b[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const int64_t c = sl.c0 + j;
+    const int64_t g = c / geo.D;
+    const int64_t ng = sl.n * geo.G + g;
+    sh[j] = to_acc(p.x[sl.sample + g * geo.D]);
+    m[j] = p.gstat[2 * ng];
+    a[j] = p.weight ? p.gstat[2 * ng + 1] * to_acc(p.weight[c]) : p.gstat[2 * ng + 1];
+    b[j] = p.bias ? to_acc(p.bias[c]) : A(0);
+  }
+  for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += p.rows.rows_par) {
+    const int64_t off = sl.sample + row * geo.C + sl.c0;
+    const Vec<T, V> xv = load_vec<T, V>(p.x, off);
+    Vec<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      A z = ((to_acc(xv.v[j]) - sh[j]) - m[j]) * a[j] + b[j];
+      if (p.silu) z = z * gn_sigmoid(z);
+      out.v[j] = from_acc<T>(z);
+    }
+    store_vec<T, V>(p.y, off, out);
   }
 }
 

@@ -132,10 +132,29 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
   p.mean = a.mean;
   p.rstd = a.rstd;
   p.ws = static_cast<acc_t<T>*>(workspace);
+  p.gstat = reinterpret_cast<acc_t<T>*>(static_cast<unsigned char*>(workspace) + pl.rows.ws_gstat);
   p.geo = make_geometry(pl.prob, V);
   p.sched = make_sched(pl.walk);
+  p.rows.pieces = pl.rows.pieces;
+  p.rows.piece_len = pl.rows.piece_len;
+  p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
   p.eps = static_cast<acc_t<T>>(a.eps);
   p.silu = a.act == Activation::SiLU;
+  if constexpr (V > 1) {  // the rows schedule is vectorized by construction
+    if (pl.schedule == plan::Schedule::Rows) {
+      const dim3 rgrid = grid1(pl.rows.grid), rblock = block1(pl.rows.block);
+      auto ks = gn_fwd_stats_rows<T, V>;
+      GN_LAUNCH(ks, rgrid, rblock, static_cast<size_t>(pl.rows.smem_bytes), stream, p.x, p.ws, p.geo, p.rows);
+      GN_AFTER_LAUNCH();
+      auto kf = gn_fwd_finalize<T, W>;
+      GN_LAUNCH(kf, grid1(pl.rows.finalize_grid), block1(pl.rows.finalize_block), 0, stream, p);
+      GN_AFTER_LAUNCH();
+      auto ka = gn_fwd_apply_rows<T, W, V>;
+      GN_LAUNCH(ka, rgrid, rblock, 0, stream, p);
+      GN_AFTER_LAUNCH();
+      return;
+    }
+  }
   const dim3 grid = grid1(pl.walk.grid), block = block1(pl.walk.block());
   if (pl.schedule == plan::Schedule::OnChip) {
     auto k = gn_fwd_onchip<T, W, V>;
@@ -189,24 +208,30 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
   p.row_blocks = pl.sums.row_blocks;
   p.lanes = static_cast<int>(pl.sums.lanes);
   p.rows_par = static_cast<int>(pl.sums.rows_par);
+  p.chan_lanes = static_cast<int>(pl.chan_lanes);
   p.silu = pl.silu;
   if (a.dx == nullptr && !want_params) return;
 
   const dim3 wgrid = grid1(pl.walk.grid), wblock = block1(pl.walk.block());
-  if (pl.silu) {
-    auto k = gn_fwd_stats<T, V>;
-    GN_LAUNCH(k, wgrid, wblock, 0, stream, p.x, p.silu_ws, p.geo, p.dx_sched);
+  const bool onchip = pl.schedule == plan::Schedule::OnChip;
+  if (onchip) {
+    auto k = gn_bwd_onchip<T, W, V>;
+    GN_LAUNCH(k, wgrid, wblock, static_cast<size_t>(pl.smem_bytes), stream, p);
     GN_AFTER_LAUNCH();
-  }
-  if (!p.geo.channels_last) {
-    auto k = gn_bwd_sums_nchw<T, W, V>;
-    GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
   } else {
-    auto k = gn_bwd_sums_nhwc<T, W, V>;
-    GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
-  }
-  GN_AFTER_LAUNCH();
-  {
+    if (pl.silu) {
+      auto k = gn_fwd_stats<T, V>;
+      GN_LAUNCH(k, wgrid, wblock, 0, stream, p.x, p.silu_ws, p.geo, p.dx_sched);
+      GN_AFTER_LAUNCH();
+    }
+    if (!p.geo.channels_last) {
+      auto k = gn_bwd_sums_nchw<T, W, V>;
+      GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
+    } else {
+      auto k = gn_bwd_sums_nhwc<T, W, V>;
+      GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
+    }
+    GN_AFTER_LAUNCH();
     auto k = gn_bwd_coeffs<T, W>;
     GN_LAUNCH(k, grid1(pl.coeff_grid), block1(pl.coeff_block), 0, stream, p);
     GN_AFTER_LAUNCH();
@@ -216,7 +241,7 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
     GN_LAUNCH(k, grid1(pl.params_grid), block1(pl.params_block), 0, stream, p);
     GN_AFTER_LAUNCH();
   }
-  if (a.dx != nullptr) {
+  if (a.dx != nullptr && !onchip) {
     auto k = gn_bwd_dx<T, W, V>;
     GN_LAUNCH(k, wgrid, wblock, 0, stream, p);
     GN_AFTER_LAUNCH();
