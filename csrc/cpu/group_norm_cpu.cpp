@@ -17,7 +17,8 @@
 //          (backward: reduces and then writes dx) while the unit is still in L2: the forward
 //          moves ~1 read + 1 write of DRAM, the backward ~3 accesses;
 //   split: units one after another (so a unit's second pass finds it in L3), pieces of the
-//          unit in parallel. Used for units too big for L2 or too few to feed the threads.
+//          unit in parallel. Used for units too big for L2 or too few to feed the threads,
+//          unless the units divide evenly among the threads and one per thread fits in L3.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -30,6 +31,7 @@
 #include <cmath>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/group_norm.h"
@@ -45,6 +47,7 @@ using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 constexpr int64_t kPieceElems = 16384;         // elements per piece (a multiple of every vector width)
 constexpr int64_t kFusedUnitBytes = 512 << 10;  // a unit this small stays in a core's L2
+constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that stay in L3
 
 // ---------------------------------------------------------------------------------------
 // Loading T into the accumulation type and storing back.
@@ -107,16 +110,134 @@ inline void add_vec(A* dst, const A* src, int64_t n) {
   for (; i < n; ++i) dst[i] += src[i];
 }
 
-// Horizontal sum as a pairwise tree (log2(lanes) dependent adds rather than one per lane):
-// short channels end in one or more of these per channel, so its latency matters.
+// Horizontal sum in a fixed shuffle tree (at::vec's reduction: log2(lanes) dependent adds
+// in registers): short channels end in one or more of these per channel, so its latency
+// matters.
 template <typename A>
 inline A hsum(const Vectorized<A>& v) {
-  constexpr int64_t K = Vectorized<A>::size();
-  alignas(64) A tmp[K];
-  v.store(tmp);
-  for (int64_t w = K / 2; w >= 1; w /= 2)
-    for (int64_t i = 0; i < w; ++i) tmp[i] += tmp[i + w];
-  return tmp[0];
+  return at::vec::vec_reduce_all<A>([](const Vectorized<A>& x, const Vectorized<A>& y) { return x + y; }, v);
+}
+
+// Vectors of the accumulation type read from and written to T memory, converted in
+// registers. A step is one Vectorized<T>: kN = 2 vectors of A for half types, else 1.
+template <typename T>
+struct VecIO {
+  using A = acc_t<T>;
+  using V = Vectorized<A>;
+  static constexpr int64_t K = V::size();
+  static constexpr bool kHalf = !std::is_same_v<T, A>;
+  static constexpr int64_t kN = kHalf ? 2 : 1;
+  static constexpr int64_t kStep = kN * K;
+  static void load(const T* p, V* v) {
+    if constexpr (kHalf) {
+      auto [lo, hi] = at::vec::convert_to_float<T>(Vectorized<T>::loadu(p));
+      v[0] = lo;
+      v[1] = hi;
+    } else {
+      v[0] = V::loadu(p);
+    }
+  }
+  static void store(T* p, const V* v) {
+    if constexpr (kHalf) {
+      at::vec::convert_from_float<T>(v[0], v[1]).store(p);
+    } else {
+      v[0].store(p);
+    }
+  }
+  // One vector of A (K values).
+  static V load1(const T* p) {
+    if constexpr (kHalf) {
+      V v;
+      at::vec::load_to_float<T>(p, v);
+      return v;
+    } else {
+      return V::loadu(p);
+    }
+  }
+  static void store1(T* p, const V& v) {
+    if constexpr (kHalf) {
+      at::vec::convert_from_float<T>(v, v).store(p, K);
+    } else {
+      v.store(p);
+    }
+  }
+};
+
+// Walks n values in vector steps: fv(i, x...) gets the K values at i of each input as
+// Vectorized<A> (converted in registers), fs(i, x...) the scalar tail. With an output, the
+// value returned is stored at out + i (out may be null: nothing stored, fv returns void).
+template <typename T, typename FV, typename FS, typename... In>
+inline void walk(int64_t n, T* out, const FV& fv, const FS& fs, const In*... in) {
+  using IO = VecIO<T>;
+  using A = acc_t<T>;
+  using V = Vectorized<A>;
+  constexpr int64_t K = IO::K;
+  int64_t i = 0;
+  for (; i + IO::kStep <= n; i += IO::kStep) {
+    V x[sizeof...(In)][IO::kN];
+    {
+      int64_t k = 0;
+      ((IO::load(in + i, x[k++])), ...);
+    }
+    [&]<size_t... J>(std::index_sequence<J...>) {
+      if constexpr (std::is_void_v<decltype(fv(i, x[J][0]...))>) {
+        for (int64_t j = 0; j < IO::kN; ++j) fv(i + j * K, x[J][j]...);
+      } else {
+        V y[IO::kN];
+        for (int64_t j = 0; j < IO::kN; ++j) y[j] = fv(i + j * K, x[J][j]...);
+        IO::store(out + i, y);
+      }
+    }(std::index_sequence_for<In...>{});
+  }
+  for (; i + K <= n; i += K) {
+    if constexpr (std::is_void_v<decltype(fv(i, IO::load1(in + i)...))>) {
+      fv(i, IO::load1(in + i)...);
+    } else {
+      IO::store1(out + i, fv(i, IO::load1(in + i)...));
+    }
+  }
+  for (; i < n; ++i) {
+    if constexpr (std::is_void_v<decltype(fs(i, static_cast<A>(in[i])...))>) {
+      fs(i, static_cast<A>(in[i])...);
+    } else {
+      out[i] = static_cast<T>(fs(i, static_cast<A>(in[i])...));
+    }
+  }
+}
+
+// Vectorized sum of n values of A (fixed order).
+template <typename A>
+inline A sum_vec(const A* p, int64_t n) {
+  using V = Vectorized<A>;
+  constexpr int64_t K = V::size();
+  if (n < K) {
+    A s = 0;
+    for (int64_t i = 0; i < n; ++i) s += p[i];
+    return s;
+  }
+  V acc = V::loadu(p);
+  int64_t i = K;
+  for (; i + K <= n; i += K) acc += V::loadu(p + i);
+  A s = hsum(acc);
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+// Vectorized sum of (p[i] - m)^2 over n values (fixed order).
+template <typename A>
+inline A sum_sq_dev(const A* p, int64_t n, A m) {
+  using V = Vectorized<A>;
+  constexpr int64_t K = V::size();
+  const V vm(m);
+  V acc(0);
+  int64_t i = 0;
+  for (; i + K <= n; i += K) {
+    const V d = V::loadu(p + i) - vm;
+    acc = at::vec::fmadd(d, d, acc);
+  }
+  A s = i > 0 ? hsum(acc) : A(0);
+  for (; i < n; ++i) s += (p[i] - m) * (p[i] - m);
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -231,7 +352,12 @@ inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t un
   const int64_t threads = at::get_num_threads();
   // Fused when a unit stays cache-resident and there are enough units to keep every thread
   // busy, or when a unit is a single piece (nothing to split).
-  s.fused = pieces_per_unit <= 1 || (unit_bytes <= kFusedUnitBytes && units >= 2 * threads);
+  // Also fused when the units divide evenly among the threads and one unit per thread still
+  // fits the shared L3: the second pass then re-reads from L3 as in the split schedule, but
+  // without two barriers and a serial finish per unit (which cost most when a thread is
+  // descheduled on a busy machine).
+  s.fused = pieces_per_unit <= 1 || (unit_bytes <= kFusedUnitBytes && units >= 2 * threads) ||
+            (units % threads == 0 && unit_bytes * threads <= kFusedL3Bytes);
   return s;
 }
 
@@ -376,9 +502,10 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   run_schedule(sched, stats, finish, apply);
 }
 
-// Rows per block in the NHWC kernels: a block of rows stays in L1 while it is read twice
-// (statistics) or converted (half precision); loops run channels-outer, rows-inner so that
-// per-channel accumulators and parameters live in registers.
+// Rows per block in the NHWC forward statistics: a block of rows stays in L1 while it is read
+// twice. The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk
+// across rows does not) with per-channel accumulators and coefficients in L1 arrays, and
+// convert half types in registers (VecIO).
 inline int64_t nhwc_block_rows(int64_t C) { return std::clamp<int64_t>(8192 / C, 1, 64); }
 
 // Per-channel scratch of one unit (sample) in the NHWC kernels. A fused task owns one slot
@@ -391,11 +518,20 @@ struct ChannelSlots {
   A* slot(bool fused) { return data.data() + (fused ? at::get_thread_num() : 0) * width; }
 };
 
+// Weight and bias of C channels in the accumulation type (1 and 0 when absent), so that
+// per-channel coefficients are computed with vector loops.
+template <typename W, typename A>
+inline std::vector<A> params_acc(const W* p, int64_t C, A dflt) {
+  std::vector<A> out(C, dflt);
+  if (p)
+    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<A>(p[c]);
+  return out;
+}
+
 template <typename T, typename W>
 void forward_nhwc(const FwdArgs<T, W>& a) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
   const auto& s = a.s;
   const int64_t C = s.C, G = s.G, D = s.D(), HxW = s.HxW;
   const int64_t rows_per_piece = std::max<int64_t>(1, kPieceElems / C);
@@ -407,68 +543,87 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   std::vector<Moments<A>> moments(s.N * G);
   ChannelSlots<A> chans(3, C);  // shift, scale, bias per channel
   Scratch<A> scratch;
+  const std::vector<A> wv = params_acc(a.w, C, A(1)), bv = params_acc(a.b, C, A(0));
 
   auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
     for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
   };
-  // Moments of the G groups over rows [r0, r1) of sample n, one block of rows at a time:
-  // exact two-level moments of the block (its mean, then squared deviations from it),
-  // Chan-merged into `out`; no running sum grows longer than a block.
+  // Moments of the G groups over rows [r0, r1) of sample n. Per channel, one block of rows at
+  // a time: exact two-level moments of the block (its mean, then squared deviations from it),
+  // Chan-merged into the channel's running moments; every channel has seen the same number of
+  // rows, so the merge weights are scalars and the merge is a vector loop over channels. The
+  // D channels of a group (equal counts) are merged once per piece. Rows are walked in memory
+  // order (a block is contiguous) with the per-channel arrays in L1.
   auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const T* xs = a.x + n * HxW * C;
-    A* buf = scratch.get(blk_rows * C + 3 * C);
-    A* sh = buf + blk_rows * C;
-    A* csum = sh + C;
-    A* cm = csum + C;
+    A* sh = scratch.get(5 * C);
+    A* cmean = sh + C;  // running per-channel moments
+    A* cm2 = cmean + C;
+    A* bmean = cm2 + C;  // the block's
+    A* bm2 = bmean + C;
     fill_shift(xs, sh);
-    for (int64_t g = 0; g < G; ++g) out[g] = Moments<A>{};
+    int64_t seen = 0;
     for (int64_t rb = r0; rb < r1; rb += blk_rows) {
       const int64_t rows = std::min(blk_rows, r1 - rb);
-      const A* v = as_acc(xs + rb * C, buf, rows * C);
-      int64_t c = 0;
-      for (; c + K <= C; c += K) {
-        const V vsh = V::loadu(sh + c);
-        V acc(0);
-        for (int64_t r = 0; r < rows; ++r) acc += V::loadu(v + r * C + c) - vsh;
-        acc.store(csum + c);
+      const T* xb = xs + rb * C;
+      std::fill(bmean, bmean + C, A(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        walk<T>(
+            C, nullptr,
+            [&](int64_t c, const V& x) { (V::loadu(bmean + c) + (x - V::loadu(sh + c))).store(bmean + c); },
+            [&](int64_t c, A x) { bmean[c] += x - sh[c]; }, xb + r * C);
       }
-      for (; c < C; ++c) {
-        A acc = 0;
-        for (int64_t r = 0; r < rows; ++r) acc += v[r * C + c] - sh[c];
-        csum[c] = acc;
+      const A inv_rows = A(1) / static_cast<A>(rows);
+      walk<A>(
+          C, bmean, [&](int64_t, const V& v) { return v * V(inv_rows); }, [&](int64_t, A v) { return v * inv_rows; },
+          bmean);
+      std::fill(bm2, bm2 + C, A(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        walk<T>(
+            C, nullptr,
+            [&](int64_t c, const V& x) {
+              const V d = (x - V::loadu(sh + c)) - V::loadu(bmean + c);
+              at::vec::fmadd(d, d, V::loadu(bm2 + c)).store(bm2 + c);
+            },
+            [&](int64_t c, A x) {
+              const A d = (x - sh[c]) - bmean[c];
+              bm2[c] += d * d;
+            },
+            xb + r * C);
       }
-      const A cnt = static_cast<A>(rows * D);
-      for (int64_t g = 0; g < G; ++g) {
-        A sum = 0;
-        for (int64_t d = 0; d < D; ++d) sum += csum[g * D + d];
-        std::fill(cm + g * D, cm + (g + 1) * D, sum / cnt);
+      if (seen == 0) {
+        std::copy(bmean, bmean + C, cmean);
+        std::copy(bm2, bm2 + C, cm2);
+      } else {  // chan_merge per channel, counts (seen, rows)
+        const A f = static_cast<A>(rows) / static_cast<A>(seen + rows);
+        const A wgt = static_cast<A>(seen) * f;
+        walk<A>(
+            C, nullptr,
+            [&](int64_t c, const V& mb) {
+              const V ma = V::loadu(cmean + c);
+              const V delta = mb - ma;
+              at::vec::fmadd(delta, V(f), ma).store(cmean + c);
+              (V::loadu(cm2 + c) + at::vec::fmadd(delta * delta, V(wgt), V::loadu(bm2 + c))).store(cm2 + c);
+            },
+            [&](int64_t c, A mb) {
+              const A delta = mb - cmean[c];
+              cmean[c] += delta * f;
+              cm2[c] += bm2[c] + delta * delta * wgt;
+            },
+            bmean);
       }
-      c = 0;
-      for (; c + K <= C; c += K) {
-        const V vsh = V::loadu(sh + c), vcm = V::loadu(cm + c);
-        V acc(0);
-        for (int64_t r = 0; r < rows; ++r) {
-          const V d = (V::loadu(v + r * C + c) - vsh) - vcm;
-          acc = at::vec::fmadd(d, d, acc);
-        }
-        acc.store(csum + c);
-      }
-      for (; c < C; ++c) {
-        A acc = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const A d = (v[r * C + c] - sh[c]) - cm[c];
-          acc += d * d;
-        }
-        csum[c] = acc;
-      }
-      for (int64_t g = 0; g < G; ++g) {
-        Moments<A> blk;
-        blk.n = rows * D;
-        blk.mean = cm[g * D];
-        for (int64_t d = 0; d < D; ++d) blk.m2 += csum[g * D + d];
-        chan_merge(out[g], blk);
-      }
+      seen += rows;
+    }
+    // Groups: D channels of `seen` rows each.
+    const A inv_d = A(1) / static_cast<A>(D);
+    for (int64_t g = 0; g < G; ++g) {
+      const A* gm = cmean + g * D;
+      Moments<A> m;
+      m.n = seen * D;
+      m.mean = sum_vec(gm, D) * inv_d;
+      m.m2 = sum_vec(cm2 + g * D, D) + static_cast<A>(seen) * sum_sq_dev(gm, D, m.mean);
+      out[g] = m;
     }
   };
   auto stats = [&](int64_t n, int64_t p) {
@@ -495,14 +650,17 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
     for (int64_t g = 0; g < G; ++g) {
       const A shift = static_cast<A>(xs[g * D]);
       const A rstd = rstd_from(row[g], a.eps);
-      a.mean[n * G + g] = shift + row[g].mean;
+      const A m = row[g].mean;
+      a.mean[n * G + g] = shift + m;
       a.rstd[n * G + g] = rstd;
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t c = g * D + d;
-        sh[c] = shift;
-        sc[c] = rstd * param_at(a.w, c, A(1));
-        bb[c] = param_at(a.b, c, A(0)) - row[g].mean * sc[c];
-      }
+      const int64_t c0 = g * D;
+      std::fill(sh + c0, sh + c0 + D, shift);
+      walk<A>(
+          D, sc + c0, [&](int64_t d, const V& w) { return w * V(rstd); }, [&](int64_t, A w) { return w * rstd; },
+          wv.data() + c0);
+      walk<A>(
+          D, bb + c0, [&](int64_t d, const V& b) { return b - V(m) * V::loadu(sc + c0 + d); },
+          [&](int64_t d, A b) { return b - m * sc[c0 + d]; }, bv.data() + c0);
     }
   };
   const bool silu = a.act == Activation::SiLU;
@@ -512,34 +670,20 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
     T* ys = a.y + n * HxW * C;
     const A* ch = chans.slot(sched.fused);
     const A *sh = ch, *sc = ch + C, *bb = ch + 2 * C;
-    A* buf = scratch.get(2 * blk_rows * C);
-    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
-      const int64_t rows = std::min(blk_rows, r1 - rb);
-      const A* v = as_acc(xs + rb * C, buf, rows * C);
-      A* out;
-      if constexpr (std::is_same_v<T, A>) {
-        out = ys + rb * C;
+    for (int64_t r = r0; r < r1; ++r) {
+      if (silu) {
+        walk<T>(
+            C, ys + r * C,
+            [&](int64_t c, const V& x) {
+              return silu_vec(at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)));
+            },
+            [&](int64_t c, A x) { return silu_scalar((x - sh[c]) * sc[c] + bb[c]); }, xs + r * C);
       } else {
-        out = buf + blk_rows * C;
+        walk<T>(
+            C, ys + r * C,
+            [&](int64_t c, const V& x) { return at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)); },
+            [&](int64_t c, A x) { return (x - sh[c]) * sc[c] + bb[c]; }, xs + r * C);
       }
-      int64_t c = 0;
-      for (; c + K <= C; c += K) {
-        const V vsh = V::loadu(sh + c), vsc = V::loadu(sc + c), vb = V::loadu(bb + c);
-        if (silu) {
-          for (int64_t r = 0; r < rows; ++r)
-            silu_vec(at::vec::fmadd(V::loadu(v + r * C + c) - vsh, vsc, vb)).store(out + r * C + c);
-        } else {
-          for (int64_t r = 0; r < rows; ++r)
-            at::vec::fmadd(V::loadu(v + r * C + c) - vsh, vsc, vb).store(out + r * C + c);
-        }
-      }
-      for (; c < C; ++c) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const A z = (v[r * C + c] - sh[c]) * sc[c] + bb[c];
-          out[r * C + c] = silu ? silu_scalar(z) : z;
-        }
-      }
-      if constexpr (!std::is_same_v<T, A>) store_from_acc(out, ys + rb * C, rows * C);
     }
   };
   run_schedule(sched, stats, finish, apply);
@@ -666,28 +810,46 @@ struct GroupCoef {
   A c3 = 0;
 };
 
-// Given per-channel sums of one group (D channels starting at channel c0 of sample n),
-// writes the dweight/dbias partials and returns the dx coefficients.
+// Given per-channel sums of one group (D channels of sample n, as three arrays a, bs, e),
+// writes the dweight/dbias partials and returns the dx coefficients. wv: the weight in the
+// accumulation type (params_acc). Vector loops over the channels.
 template <typename T, typename W>
-GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const ChanSums<acc_t<T>>* sums) {
+GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
+                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv) {
   using A = acc_t<T>;
+  using V = Vectorized<A>;
   const auto& s = a.s;
   const int64_t D = s.D();
   const A M = static_cast<A>(s.M());
   const A rho = a.rstd[n * s.G + g];
-  A e = 0;
-  for (int64_t d = 0; d < D; ++d) e += sums[d].e;
   GroupCoef<A> gc;
-  gc.r = e / M;
+  gc.r = sum_vec(se, D) / M;
+  const A* w = wv + g * D;
+  A* dw = a.dw_part ? a.dw_part + n * s.C + g * D : nullptr;
+  A* db = a.db_part ? a.db_part + n * s.C + g * D : nullptr;
+  V vA(0), vB(0);
   A Asum = 0, Bsum = 0;
-  for (int64_t d = 0; d < D; ++d) {
-    const int64_t c = g * D + d;
-    const A dyxhat = rho * (sums[d].bs - gc.r * sums[d].a);
-    const A w = param_at(a.w, c, A(1));
-    Asum += w * dyxhat;
-    Bsum += w * sums[d].a;
-    if (a.dw_part) a.dw_part[n * s.C + c] = dyxhat;
-    if (a.db_part) a.db_part[n * s.C + c] = sums[d].a;
+  walk<A>(
+      D, nullptr,
+      [&](int64_t d, const V& va, const V& vb) {
+        const V dyxhat = V(rho) * (vb - V(gc.r) * va);
+        const V vw = V::loadu(w + d);
+        vA = at::vec::fmadd(vw, dyxhat, vA);
+        vB = at::vec::fmadd(vw, va, vB);
+        if (dw) dyxhat.store(dw + d);
+        if (db) va.store(db + d);
+      },
+      [&](int64_t d, A va, A vb) {
+        const A dyxhat = rho * (vb - gc.r * va);
+        Asum += w[d] * dyxhat;
+        Bsum += w[d] * va;
+        if (dw) dw[d] = dyxhat;
+        if (db) db[d] = va;
+      },
+      sa, sb);
+  if (D >= V::size()) {
+    Asum += hsum(vA);
+    Bsum += hsum(vB);
   }
   gc.c2 = -rho * rho * Asum / M;
   gc.c3 = rho * (gc.r * rho * Asum - Bsum) / M;
@@ -729,6 +891,7 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   std::vector<A> r_silu(silu ? units : 0);
   std::vector<GroupCoef<A>> coef(units);
   Scratch<A> scratch;
+  const std::vector<A> wv = params_acc(a.w, s.C, A(1));
 
   // Calls f(d, h0, h1, first) for the channel segments of piece p.
   auto for_segments = [&](int64_t p, auto&& f) {
@@ -789,7 +952,14 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   auto finish = [&](int64_t u) {
     merge(sums, u);
     // With SiLU the e sums equal the pre-pass ones bit for bit, so r matches the z used above.
-    coef[u] = finish_group(a, u / s.G, u % s.G, sums.data() + u * D);
+    A* soa = scratch.get(3 * D);
+    for (int64_t d = 0; d < D; ++d) {
+      const ChanSums<A>& cs = sums[u * D + d];
+      soa[d] = cs.a;
+      soa[D + d] = cs.bs;
+      soa[2 * D + d] = cs.e;
+    }
+    coef[u] = finish_group(a, u / s.G, u % s.G, soa, soa + D, soa + 2 * D, wv.data());
   };
   auto apply = [&](int64_t u, int64_t p) {
     if (!a.dx) return;
@@ -822,13 +992,11 @@ template <typename T, typename W>
 void backward_nhwc(const BwdArgs<T, W>& a) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
   const auto& s = a.s;
   const int64_t C = s.C, G = s.G, D = s.D(), HxW = s.HxW;
   const bool silu = a.act == Activation::SiLU;
   const int64_t rows_per_piece = std::max<int64_t>(1, kPieceElems / C);
   const int64_t pieces = (HxW + rows_per_piece - 1) / rows_per_piece;
-  const int64_t blk_rows = nhwc_block_rows(C);
   const Schedule sched = make_schedule(s.N, pieces, 2 * HxW * C * static_cast<int64_t>(sizeof(T)));
 
   // Per-channel sums of a unit, three arrays of C: a, bs, e (partials per piece when split).
@@ -836,69 +1004,57 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
   // Per-channel arrays of the unit being processed: sums (3), mu, zs, zb, c1, c2, c3.
   ChannelSlots<A> chans(9, C);
   Scratch<A> scratch;
+  const std::vector<A> wv = params_acc(a.w, C, A(1));
   enum { kSums = 0, kMu = 3, kZs = 4, kZb = 5, kC1 = 6, kC2 = 7, kC3 = 8 };
 
   auto init_unit = [&](int64_t n, A* ch) {
     A* mu = ch + kMu * C;
     for (int64_t g = 0; g < G; ++g) std::fill(mu + g * D, mu + (g + 1) * D, a.mean[n * G + g]);
   };
-  // phase 0: e only (SiLU pre-pass); phase 1: a, bs, e (SiLU: z from the pre-pass r). Sums
-  // are two-level: a block of rows in registers, blocks added into `out`.
+  // phase 0: e only (SiLU pre-pass); phase 1: a, bs, e (SiLU: z from the pre-pass r). Rows
+  // are walked in memory order, converted in registers, with per-channel sums in L1 arrays.
   auto piece_sums = [&](int64_t n, int64_t p, int phase, const A* ch, A* out /* 3*C */) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const int64_t base = n * HxW * C;
     const A *mu = ch + kMu * C, *zs = ch + kZs * C, *zb = ch + kZb * C;
-    A* buf = scratch.get(2 * blk_rows * C);
     A *oa = out, *ob = out + C, *oe = out + 2 * C;
     std::fill(out, out + 3 * C, A(0));
-    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
-      const int64_t rows = std::min(blk_rows, r1 - rb);
-      const A* v = as_acc(a.x + base + rb * C, buf, rows * C);
-      const A* dy = phase == 0 ? nullptr : as_acc(a.dy + base + rb * C, buf + blk_rows * C, rows * C);
-      int64_t c = 0;
-      for (; c + K <= C; c += K) {
-        const V vmu = V::loadu(mu + c);
-        V ve(0);
-        if (phase == 0) {
-          for (int64_t r = 0; r < rows; ++r) ve += V::loadu(v + r * C + c) - vmu;
-        } else {
-          V va(0), vb(0);
-          const V vzs = V::loadu(zs + c), vzb = V::loadu(zb + c);
-          for (int64_t r = 0; r < rows; ++r) {
-            const V u = V::loadu(v + r * C + c) - vmu;
-            V g = V::loadu(dy + r * C + c);
-            if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, vzs, vzb));
-            va += g;
-            vb = at::vec::fmadd(g, u, vb);
-            ve += u;
-          }
-          (V::loadu(oa + c) + va).store(oa + c);
-          (V::loadu(ob + c) + vb).store(ob + c);
-        }
-        (V::loadu(oe + c) + ve).store(oe + c);
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = a.x + base + r * C;
+      if (phase == 0) {
+        walk<T>(
+            C, nullptr,
+            [&](int64_t c, const V& x) { (V::loadu(oe + c) + (x - V::loadu(mu + c))).store(oe + c); },
+            [&](int64_t c, A x) { oe[c] += x - mu[c]; }, xr);
+        continue;
       }
-      for (; c < C; ++c) {
-        A sa = 0, sb = 0, se = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const A u = v[r * C + c] - mu[c];
-          se += u;
-          if (phase == 0) continue;
-          const A g = silu ? silu_grad_scalar(dy[r * C + c], u * zs[c] + zb[c]) : dy[r * C + c];
-          sa += g;
-          sb += g * u;
-        }
-        oa[c] += sa;
-        ob[c] += sb;
-        oe[c] += se;
-      }
+      walk<T>(
+          C, nullptr,
+          [&](int64_t c, const V& x, const V& dy) {
+            const V u = x - V::loadu(mu + c);
+            const V g = silu ? silu_grad_vec(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
+            (V::loadu(oa + c) + g).store(oa + c);
+            at::vec::fmadd(g, u, V::loadu(ob + c)).store(ob + c);
+            (V::loadu(oe + c) + u).store(oe + c);
+          },
+          [&](int64_t c, A x, A dy) {
+            const A u = x - mu[c];
+            const A g = silu ? silu_grad_scalar(dy, u * zs[c] + zb[c]) : dy;
+            oa[c] += g;
+            ob[c] += g * u;
+            oe[c] += u;
+          },
+          xr, a.dy + base + r * C);
     }
   };
   // One reduction pass over unit n into the slot's sums, pieces merged in piece order.
   auto sums_pass = [&](int64_t n, int phase, A* ch) {
     A* sums = ch + kSums * C;
     std::fill(sums, sums + 3 * C, A(0));
-    if (sched.fused) {
-      A* tmp = scratch.get(2 * blk_rows * C + 3 * C) + 2 * blk_rows * C;
+    if (pieces == 1) {
+      piece_sums(n, 0, phase, ch, sums);
+    } else if (sched.fused) {
+      A* tmp = scratch.get(3 * C);
       for (int64_t p = 0; p < pieces; ++p) {
         piece_sums(n, p, phase, ch, tmp);
         add_vec(sums, tmp, 3 * C);
@@ -911,10 +1067,7 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
     }
   };
   auto group_r = [&](const A* ch, int64_t g) {
-    const A* e = ch + 2 * C;
-    A sum = 0;
-    for (int64_t d = 0; d < D; ++d) sum += e[g * D + d];
-    return sum / static_cast<A>(s.M());
+    return sum_vec(ch + 2 * C + g * D, D) / static_cast<A>(s.M());
   };
   auto set_z = [&](int64_t n, A* ch) {
     for (int64_t g = 0; g < G; ++g) {
@@ -928,21 +1081,15 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
   };
   auto finish = [&](int64_t n) {
     A* ch = chans.slot(sched.fused);
-    std::vector<ChanSums<A>> grp(D);
     for (int64_t g = 0; g < G; ++g) {
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t c = g * D + d;
-        grp[d].a = ch[c];
-        grp[d].bs = ch[C + c];
-        grp[d].e = ch[2 * C + c];
-      }
-      const GroupCoef<A> gc = finish_group(a, n, g, grp.data());
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t c = g * D + d;
-        ch[kC1 * C + c] = a.rstd[n * G + g] * param_at(a.w, c, A(1));
-        ch[kC2 * C + c] = gc.c2;
-        ch[kC3 * C + c] = gc.c3;
-      }
+      const int64_t c0 = g * D;
+      const GroupCoef<A> gc = finish_group(a, n, g, ch + c0, ch + C + c0, ch + 2 * C + c0, wv.data());
+      const A rho = a.rstd[n * G + g];
+      walk<A>(
+          D, ch + kC1 * C + c0, [&](int64_t, const V& w) { return w * V(rho); }, [&](int64_t, A w) { return w * rho; },
+          wv.data() + c0);
+      std::fill(ch + kC2 * C + c0, ch + kC2 * C + c0 + D, gc.c2);
+      std::fill(ch + kC3 * C + c0, ch + kC3 * C + c0 + D, gc.c3);
     }
   };
   auto apply = [&](int64_t n, int64_t p) {
@@ -952,36 +1099,21 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
     const A* ch = chans.slot(sched.fused);
     const A *mu = ch + kMu * C, *zs = ch + kZs * C, *zb = ch + kZb * C;
     const A *c1 = ch + kC1 * C, *c2 = ch + kC2 * C, *c3 = ch + kC3 * C;
-    A* buf = scratch.get(3 * blk_rows * C);
-    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
-      const int64_t rows = std::min(blk_rows, r1 - rb);
-      const A* v = as_acc(a.x + base + rb * C, buf, rows * C);
-      const A* dy = as_acc(a.dy + base + rb * C, buf + blk_rows * C, rows * C);
-      A* out;
-      if constexpr (std::is_same_v<T, A>) {
-        out = a.dx + base + rb * C;
-      } else {
-        out = buf + 2 * blk_rows * C;
-      }
-      int64_t c = 0;
-      for (; c + K <= C; c += K) {
-        const V vmu = V::loadu(mu + c), v1 = V::loadu(c1 + c), v2 = V::loadu(c2 + c), v3 = V::loadu(c3 + c);
-        const V vzs = V::loadu(zs + c), vzb = V::loadu(zb + c);
-        for (int64_t r = 0; r < rows; ++r) {
-          const V u = V::loadu(v + r * C + c) - vmu;
-          V g = V::loadu(dy + r * C + c);
-          if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, vzs, vzb));
-          at::vec::fmadd(v1, g, at::vec::fmadd(v2, u, v3)).store(out + r * C + c);
-        }
-      }
-      for (; c < C; ++c) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const A u = v[r * C + c] - mu[c];
-          const A g = silu ? silu_grad_scalar(dy[r * C + c], u * zs[c] + zb[c]) : dy[r * C + c];
-          out[r * C + c] = c1[c] * g + (c2[c] * u + c3[c]);
-        }
-      }
-      if constexpr (!std::is_same_v<T, A>) store_from_acc(out, a.dx + base + rb * C, rows * C);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t off = base + r * C;
+      walk<T>(
+          C, a.dx + off,
+          [&](int64_t c, const V& x, const V& dy) {
+            const V u = x - V::loadu(mu + c);
+            const V g = silu ? silu_grad_vec(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
+            return at::vec::fmadd(V::loadu(c1 + c), g, at::vec::fmadd(V::loadu(c2 + c), u, V::loadu(c3 + c)));
+          },
+          [&](int64_t c, A x, A dy) {
+            const A u = x - mu[c];
+            const A g = silu ? silu_grad_scalar(dy, u * zs[c] + zb[c]) : dy;
+            return c1[c] * g + (c2[c] * u + c3[c]);
+          },
+          a.x + off, a.dy + off);
     }
   };
   // A unit: [SiLU: e sums -> r -> z coefficients], a/bs/e sums, coefficients, dx. Fused:
