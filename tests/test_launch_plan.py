@@ -13,8 +13,9 @@ SM = 132
 MIN_CTAS = 2 * SM
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply", "gn_fwd_stats_rows", "gn_fwd_apply_rows"}
-BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx", "gn_bwd_onchip"}
-ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params", "gn_fwd_finalize"}
+BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx", "gn_bwd_onchip", "gn_bwd_sums_rows",
+                 "gn_bwd_dx_rows"}
+ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params", "gn_fwd_finalize", "gn_bwd_silu_r"}
 ROWS = ["gn_fwd_stats_rows", "gn_fwd_finalize", "gn_fwd_apply_rows"]
 
 
@@ -90,7 +91,9 @@ def test_plan(shape, groups, dtype, fmt, act):
     assert names_f in (["gn_fwd_onchip"], ["gn_fwd_stats", "gn_fwd_apply"], ROWS), names_f
     sums = "gn_bwd_sums_nchw" if fmt == torch.contiguous_format else "gn_bwd_sums_nhwc"
     split_b = (["gn_fwd_stats"] if act == "silu" else []) + [sums, "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx"]
-    assert names_b in (split_b, ["gn_bwd_onchip", "gn_bwd_params"]), names_b
+    rows_b = (["gn_fwd_stats_rows", "gn_bwd_silu_r"] if act == "silu" else []) + [
+        "gn_bwd_sums_rows", "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx_rows"]
+    assert names_b in (split_b, ["gn_bwd_onchip", "gn_bwd_params"], rows_b), names_b
     for l in fwd + bwd:
         _check_limits(l)
     for l in fwd:
@@ -118,6 +121,10 @@ def test_plan(shape, groups, dtype, fmt, act):
     if fwd[0]["kernel"] == "gn_fwd_onchip":
         assert fwd[0]["splits"] == 1
         assert m * esize <= 32 * 1024  # the group is parked in shared memory
+    if names_b == rows_b:
+        v = 16 // esize
+        assert fmt != torch.contiguous_format and (c // groups) % v != 0 and c % v == 0
+        assert bwd[-1]["vec"] == v and _ctas(bwd[-1]) == n * bwd[-1]["pieces"]
     if names_f == ROWS:
         # channels-last groups that are not whole vectors, rows that are: vectors along C
         vec = 16 // esize
@@ -197,6 +204,8 @@ def test_channels_last_sd_unet_is_vectorized_along_channels():
         plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=dt, memory_format=torch.channels_last)
         assert [l["kernel"] for l in plans["forward"]] == ROWS
         assert plans["forward"][0]["vec"] == vec and _ctas(plans["forward"][0]) >= MIN_CTAS
+        names_b = [l["kernel"] for l in plans["backward"]]
+        assert names_b == ["gn_bwd_sums_rows", "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx_rows"]
     # NCHW and whole-vector groups keep the per-group schedules.
     plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=torch.float16)
     assert [l["kernel"] for l in plans["forward"]] == ["gn_fwd_stats", "gn_fwd_apply"]

@@ -26,6 +26,9 @@
 //   backward Split : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
 //                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
 //                    6 with SiLU).
+//   backward Rows  : where the forward's Rows schedule applies: [gn_fwd_stats_rows +
+//                    gn_bwd_silu_r] + gn_bwd_sums_rows + gn_bwd_coeffs + gn_bwd_params +
+//                    gn_bwd_dx_rows, the same accesses with vectors along C.
 //   Both reduce dweight/dbias over n in a fixed order (gn_bwd_params): no atomics.
 #pragma once
 
@@ -138,10 +141,11 @@ struct BackwardPlan {
   int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
   int64_t chan_lanes = 1;   // gn_bwd_onchip: threads per channel in the per-channel sums
   SumsPlan sums;            // Split only
+  RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
   int64_t coeff_block = 256, coeff_grid = 0;
   int64_t params_block = 256, params_grid = 0;
   // Workspace regions (bytes from the start, 256-byte aligned).
-  int64_t ws_silu = 0, ws_sums = 0, ws_coef = 0, ws_dwp = 0, workspace_bytes = 0;
+  int64_t ws_silu = 0, ws_sums = 0, ws_coef = 0, ws_dwp = 0, ws_r = 0, workspace_bytes = 0;
   std::vector<Launch> launches;
 };
 
@@ -243,6 +247,26 @@ inline bool choose_onchip(const Problem& p, const Overrides& ov, bool fits, cons
   return fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
 }
 
+inline Launch plain_launch(const char* kernel, int64_t grid, int64_t block, int64_t smem = 0) {
+  Launch l;
+  l.kernel = kernel;
+  l.grid = {grid, 1, 1};
+  l.block = {block, 1, 1};
+  l.shared_mem_bytes = smem;
+  return l;
+}
+
+inline Launch rows_launch(const char* kernel, const RowsPlan& r, int64_t vec, int64_t smem) {
+  Launch l = plain_launch(kernel, r.grid, r.block, smem);
+  l.params = {{"vec", vec},
+              {"pieces", r.pieces},
+              {"max_pieces", r.max_pieces},
+              {"piece_len", r.piece_len},
+              {"rows_par", r.rows_par},
+              {"schedule", static_cast<int64_t>(Schedule::Rows)}};
+  return l;
+}
+
 inline void walk_params(Launch& l, const WalkPlan& w, int64_t vec) {
   l.grid = {w.grid, 1, 1};
   l.block = {w.block(), 1, 1};
@@ -315,25 +339,9 @@ inline ForwardPlan plan_forward(const Problem& p, const Overrides& ov = {}) {
     const int64_t part = round_up(NG * rows.pieces * 3 * acc, 256);
     f.rows.ws_gstat = part;
     f.workspace_bytes = part + round_up(NG * 2 * acc, 256);
-    auto rows_params = [&](Launch& l) {
-      l.grid = {rows.grid, 1, 1};
-      l.block = {rows.block, 1, 1};
-      l.params = {{"vec", rows_vec}, {"pieces", rows.pieces}, {"max_pieces", rows.max_pieces},
-                  {"piece_len", rows.piece_len}, {"rows_par", rows.rows_par},
-                  {"schedule", static_cast<int64_t>(Schedule::Rows)}};
-    };
-    Launch st;
-    st.kernel = "gn_fwd_stats_rows";
-    rows_params(st);
-    st.shared_mem_bytes = rows.smem_bytes;
-    Launch fin;
-    fin.kernel = "gn_fwd_finalize";
-    fin.grid = {rows.finalize_grid, 1, 1};
-    fin.block = {rows.finalize_block, 1, 1};
-    Launch ap;
-    ap.kernel = "gn_fwd_apply_rows";
-    rows_params(ap);
-    f.launches = {st, fin, ap};
+    f.launches = {rows_launch("gn_fwd_stats_rows", rows, rows_vec, rows.smem_bytes),
+                   plain_launch("gn_fwd_finalize", rows.finalize_grid, rows.finalize_block),
+                   rows_launch("gn_fwd_apply_rows", rows, rows_vec, 0)};
     return f;
   }
   if (use_onchip) {
@@ -412,16 +420,23 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
     l.params.push_back({"chan_lanes", b.chan_lanes});
     l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
     b.launches.push_back(l);
-    Launch pr;
-    pr.kernel = "gn_bwd_params";
-    pr.grid = {b.params_grid, 1, 1};
-    pr.block = {b.params_block, 1, 1};
-    b.launches.push_back(pr);
+    b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
     return b;
   }
 
   SumsPlan& s = b.sums;
-  if (p.layout == MemLayout::Contiguous) {
+  int64_t rows_vec = 1;
+  const bool rows = (ov.schedule == Schedule::Auto || ov.schedule == Schedule::Rows) &&
+                    plan_rows(p, ov, b.rows, rows_vec);
+  if (rows) {
+    b.schedule = Schedule::Rows;
+    b.vec = rows_vec;
+    s.pieces = s.max_pieces = b.rows.pieces;
+    s.piece_len = b.rows.piece_len;
+    s.grid = b.rows.grid;
+    s.block = b.rows.block;
+    b.walk.splits = b.rows.pieces;  // SiLU pre-pass partials per group
+  } else if (p.layout == MemLayout::Contiguous) {
     // Rows = channels of the group (D), K = HxW / V vector-columns; `lanes` threads per
     // row (a power of two <= 32, sub-warp shuffle reduce), pieces split the columns.
     const int64_t K = p.HxW / V;
@@ -476,7 +491,21 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
   b.ws_sums = region(p.N * p.C * s.pieces * 3 * acc);
   b.ws_coef = region(NG * 2 * acc);
   b.ws_dwp = region(p.N * p.C * 2 * acc);
+  b.ws_r = region(rows && b.silu ? NG * acc : 0);
   b.workspace_bytes = off;
+
+  if (rows) {
+    const RowsPlan& r = b.rows;
+    if (b.silu) {
+      b.launches.push_back(rows_launch("gn_fwd_stats_rows", r, rows_vec, r.smem_bytes));
+      b.launches.push_back(plain_launch("gn_bwd_silu_r", r.finalize_grid, r.finalize_block));
+    }
+    b.launches.push_back(rows_launch("gn_bwd_sums_rows", r, rows_vec, r.smem_bytes));
+    b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
+    b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
+    b.launches.push_back(rows_launch("gn_bwd_dx_rows", r, rows_vec, 0));
+    return b;
+  }
 
   if (b.silu) {
     Launch l;
@@ -497,20 +526,8 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
                 {"piece_len", s.piece_len}};
     b.launches.push_back(l);
   }
-  {
-    Launch l;
-    l.kernel = "gn_bwd_coeffs";
-    l.grid = {b.coeff_grid, 1, 1};
-    l.block = {b.coeff_block, 1, 1};
-    b.launches.push_back(l);
-  }
-  {
-    Launch l;
-    l.kernel = "gn_bwd_params";
-    l.grid = {b.params_grid, 1, 1};
-    l.block = {b.params_block, 1, 1};
-    b.launches.push_back(l);
-  }
+  b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
+  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
   {
     Launch l;
     l.kernel = "gn_bwd_dx";

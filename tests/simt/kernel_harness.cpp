@@ -210,7 +210,7 @@ static void run_case(const Case& cs) {
   for (const auto& l : fp.launches) kern.push_back(l.kernel);
   for (const auto& l : bp.launches) {
     if (l.kernel == "gn_bwd_params" && !want_dw && !want_db) continue;
-    if (l.kernel == "gn_bwd_dx" && !want_dx) continue;
+    if ((l.kernel == "gn_bwd_dx" || l.kernel == "gn_bwd_dx_rows") && !want_dx) continue;
     kern.push_back(l.kernel);
   }
 
@@ -434,7 +434,7 @@ static std::vector<Case> make_cases() {
   // are: the rows schedule (pieces 1 and 3, idle threads in the last warp, SiLU, affine
   // variants, planner auto) and, misaligned, its refusal and the scalar re-plan.
   {
-    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 1; eR.vec = 0;
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 2; eR.vec = 0;
     add("f32_rows3_nhwc", DT::F32, false, 2, 24, 20, 4, true, false, true, true, ov_rows(3), Q | T_TSAN | T_ASAN, eR);
     add("f32_rows1_silu_nhwc", DT::F32, false, 2, 24, 20, 4, true, true, true, true, ov_rows(1), Q | T_TSAN, eR);
     add("f32_rows3_affine_none_nhwc", DT::F32, false, 3, 24, 7, 4, true, true, false, false, ov_rows(3), Q | T_ASAN, eR);
@@ -442,6 +442,10 @@ static std::vector<Case> make_cases() {
     add("f32_rows3_weight_only_d3_nhwc", DT::F32, false, 2, 24, 20, 8, true, false, true, false, ov_rows(3), 0, eR);
     add("f32_rows_auto_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eR);
     add("f32_rows_mean1e4_nhwc", DT::F32, false, 2, 24, 40, 4, true, false, true, true, ov_rows(3), Q, eR, ALL, 1e4, 1e-2);
+    add("f32_rows3_mask_dx_only_nhwc", DT::F32, false, 2, 24, 20, 4, true, true, true, true, ov_rows(3), Q | T_TSAN, eR,
+        DX_ONLY);
+    add("f32_rows3_mask_params_only_nhwc", DT::F32, false, 2, 24, 20, 4, true, false, true, true, ov_rows(3),
+        Q | T_ASAN, eR, PARAMS_ONLY);
     Expect eRmis; eRmis.fwd_sched = 1; eRmis.vec = 1;
     add("f32_rows_misaligned_nhwc", DT::F32, false, 2, 24, 20, 4, true, false, true, true, ov_rows(3), Q | T_ASAN, eRmis,
         ALL, 0, 1, true);
@@ -480,7 +484,7 @@ static std::vector<Case> make_cases() {
           scal(eSP));
     }
     // rows schedule: 10 channels per group (SD UNet's 320 / 32), 3 for fp64 (2 per vector)
-    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 1;
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 2;
     const int64_t rc = d.dt == DT::F64 ? 6 : 40, rg = d.dt == DT::F64 ? 2 : 4;
     add(p + "_rows3_silu_nhwc", d.dt, d.wf, 2, rc, 18, rg, true, true, true, true, ov_rows(3),
         Q | (main16 ? T_TSAN | T_ASAN : 0u), eR);

@@ -209,15 +209,40 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
   p.lanes = static_cast<int>(pl.sums.lanes);
   p.rows_par = static_cast<int>(pl.sums.rows_par);
   p.chan_lanes = static_cast<int>(pl.chan_lanes);
+  p.rbuf = reinterpret_cast<A*>(ws + pl.ws_r);
+  p.rows.pieces = pl.rows.pieces;
+  p.rows.piece_len = pl.rows.piece_len;
+  p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
   p.silu = pl.silu;
   if (a.dx == nullptr && !want_params) return;
 
   const dim3 wgrid = grid1(pl.walk.grid), wblock = block1(pl.walk.block());
+  // Schedules (launch_plan.h): OnChip = gn_bwd_onchip [+ params]; Split / Rows = [SiLU
+  // pre-pass] + sums + coeffs [+ params] [+ dx], with the Rows variants of the pre-pass,
+  // sums and dx (vectorized by construction: V > 1).
   const bool onchip = pl.schedule == plan::Schedule::OnChip;
+  bool rows = false;
+  if constexpr (V > 1) rows = pl.schedule == plan::Schedule::Rows;
+  [[maybe_unused]] const dim3 rgrid = grid1(pl.rows.grid), rblock = block1(pl.rows.block);
+  [[maybe_unused]] const size_t rsmem = static_cast<size_t>(pl.rows.smem_bytes);
   if (onchip) {
     auto k = gn_bwd_onchip<T, W, V>;
     GN_LAUNCH(k, wgrid, wblock, static_cast<size_t>(pl.smem_bytes), stream, p);
     GN_AFTER_LAUNCH();
+  } else if (rows) {
+    if constexpr (V > 1) {
+      if (pl.silu) {
+        auto k = gn_fwd_stats_rows<T, V>;
+        GN_LAUNCH(k, rgrid, rblock, rsmem, stream, p.x, p.silu_ws, p.geo, p.rows);
+        GN_AFTER_LAUNCH();
+        auto kr = gn_bwd_silu_r<T, W>;
+        GN_LAUNCH(kr, grid1(pl.rows.finalize_grid), block1(pl.rows.finalize_block), 0, stream, p);
+        GN_AFTER_LAUNCH();
+      }
+      auto k = gn_bwd_sums_rows<T, W, V>;
+      GN_LAUNCH(k, rgrid, rblock, rsmem, stream, p);
+      GN_AFTER_LAUNCH();
+    }
   } else {
     if (pl.silu) {
       auto k = gn_fwd_stats<T, V>;
@@ -232,6 +257,8 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
       GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
     }
     GN_AFTER_LAUNCH();
+  }
+  if (!onchip) {
     auto k = gn_bwd_coeffs<T, W>;
     GN_LAUNCH(k, grid1(pl.coeff_grid), block1(pl.coeff_block), 0, stream, p);
     GN_AFTER_LAUNCH();
@@ -241,7 +268,13 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
     GN_LAUNCH(k, grid1(pl.params_grid), block1(pl.params_block), 0, stream, p);
     GN_AFTER_LAUNCH();
   }
-  if (a.dx != nullptr && !onchip) {
+  if (a.dx != nullptr && rows) {
+    if constexpr (V > 1) {
+      auto k = gn_bwd_dx_rows<T, W, V>;
+      GN_LAUNCH(k, rgrid, rblock, 0, stream, p);
+      GN_AFTER_LAUNCH();
+    }
+  } else if (a.dx != nullptr && !onchip) {
     auto k = gn_bwd_dx<T, W, V>;
     GN_LAUNCH(k, wgrid, wblock, 0, stream, p);
     GN_AFTER_LAUNCH();
