@@ -32,6 +32,8 @@ def _shapes():
     out += [((2, 320, 64, 64), 320), ((2, 320, 64, 64), 1), ((1, 512, 512, 512), 1)]  # G = C, G = 1
     out += [((32, 2048, 1, 1), 32), ((32, 2048, 1, 1), 2048), ((8, 64, 1, 1), 1)]  # spatial size 1
     out += [((4, 96, 1000), 32), ((2, 64, 7, 9, 11), 8)]  # 3-D, odd 5-D
+    # groups whose x + dy are exactly 48 KiB in fp32: static + dynamic shared memory must stay <= 48 KiB
+    out += [((32, 2048, 8, 12), 32), ((8, 64, 48, 64), 1)]
     return out
 
 

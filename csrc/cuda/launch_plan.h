@@ -65,7 +65,9 @@ struct Plans {
 // ---------------------------------------------------------------------------------------
 // Tunables.
 constexpr int64_t kOnChipMaxGroupBytes = 32 * 1024;  // a group parked in shared memory
-constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // dynamic smem per CTA (no opt-in)
+constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // static + dynamic smem per CTA (no opt-in)
+constexpr int64_t kStaticSmemBytes = 3 * 32 * 8;     // the largest static buffer (red[3][32] of double)
+constexpr int64_t kDynSmemBytes = kSmemBudgetBytes - kStaticSmemBytes;  // dynamic smem per CTA
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
 constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward (backward: kMaxBlock)
@@ -230,11 +232,11 @@ inline WalkPlan plan_onchip_walk(const Problem& p, int64_t Mv, int64_t slot_byte
   on.max_splits = 1;
   on.chunk = Mv;
   on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, max_tpg);
-  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kSmemBudgetBytes / slot_bytes));
+  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kDynSmemBytes / slot_bytes));
   while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
   if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
   if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
-  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kSmemBudgetBytes / slot_bytes}));
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kDynSmemBytes / slot_bytes}));
   on.grid = ceil_div(NG, on.gpb);
   return on;
 }
@@ -300,7 +302,7 @@ inline bool plan_rows(const Problem& p, const Overrides& ov, RowsPlan& r, int64_
   r.block = round_up(cw * r.rows_par, 32);
   r.grid = p.N * r.pieces;
   r.smem_bytes = r.block * v * 3 * acc_size(p.dtype);
-  if (r.smem_bytes > kSmemBudgetBytes || r.grid > kMaxGridX) return false;
+  if (r.smem_bytes > kDynSmemBytes || r.grid > kMaxGridX) return false;
   r.finalize_grid = ceil_div(p.N * p.G, r.finalize_block / 32);
   vec = v;
   return true;
@@ -400,7 +402,7 @@ inline BackwardPlan plan_backward(const Problem& p, const Overrides& ov = {}) {
   // At most 256 threads: gn_bwd_onchip takes up to 80 registers (RESULTS.md), so 512-thread
   // CTAs would leave one CTA per SM.
   const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, ov);
-  if (choose_onchip(p, ov, slot2 <= kSmemBudgetBytes, on, b.walk)) {
+  if (choose_onchip(p, ov, slot2 <= kDynSmemBytes, on, b.walk)) {
     const int64_t split_max = b.walk.max_splits;
     b.schedule = Schedule::OnChip;
     b.walk = on;
