@@ -71,23 +71,6 @@ inline void load_acc(const T* src, A* dst, int64_t n) {
   }
 }
 
-template <typename T, typename A>
-inline void store_from_acc(const A* src, T* dst, int64_t n) {
-  if constexpr (std::is_same_v<T, A>) {
-    std::copy(src, src + n, dst);
-  } else if constexpr (std::is_same_v<T, at::BFloat16> || std::is_same_v<T, at::Half>) {
-    using VA = Vectorized<float>;
-    constexpr int64_t K = Vectorized<T>::size();
-    int64_t i = 0;
-    for (; i + K <= n; i += K) {
-      at::vec::convert_from_float<T>(VA::loadu(src + i), VA::loadu(src + i + K / 2)).store(dst + i);
-    }
-    for (; i < n; ++i) dst[i] = static_cast<T>(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(src[i]);
-  }
-}
-
 // Pointer to n values of x as A: x itself when T == A, else converted into buf.
 template <typename T, typename A>
 inline const A* as_acc(const T* x, A* buf, int64_t n) {
@@ -310,10 +293,22 @@ inline Moments<A> chunk_moments(const A* v, int64_t n, A s) {
 // ---------------------------------------------------------------------------------------
 // Epilogue: z = (v - sh) * sc + b, then optional SiLU.
 
-template <typename A>
-inline Vectorized<A> silu_vec(const Vectorized<A>& z) {
-  using V = Vectorized<A>;
-  return z / (V(1) + z.neg().exp());
+// SiLU of a vector of the accumulation type of T. For bf16 / fp16 storage the result is
+// rounded to 8 or 11 mantissa bits, so at::vec's exp_u20 (about 20 ulp of float, a
+// fraction of the cost of the 1-ulp exp) is exact enough; float and double keep exp().
+template <typename T>
+inline Vectorized<acc_t<T>> vexp(const Vectorized<acc_t<T>>& v) {
+  if constexpr (std::is_same_v<T, at::BFloat16> || std::is_same_v<T, at::Half>) {
+    return v.exp_u20();
+  } else {
+    return v.exp();
+  }
+}
+
+template <typename T>
+inline Vectorized<acc_t<T>> silu_vec(const Vectorized<acc_t<T>>& z) {
+  using V = Vectorized<acc_t<T>>;
+  return z / (V(1) + vexp<T>(z.neg()));
 }
 
 template <typename A>
@@ -321,18 +316,20 @@ inline A silu_scalar(A z) {
   return z / (A(1) + std::exp(-z));
 }
 
-template <typename A>
-inline void affine_act(const A* v, A* out, int64_t n, A sh, A sc, A b, Activation act) {
+// y = act((x - sh) * sc + b) over n values of T, converted in registers.
+template <typename T>
+inline void affine_act(const T* x, T* y, int64_t n, acc_t<T> sh, acc_t<T> sc, acc_t<T> b, Activation act) {
+  using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
   const V vsh(sh), vsc(sc), vb(b);
-  int64_t i = 0;
   if (act == Activation::SiLU) {
-    for (; i + K <= n; i += K) silu_vec(at::vec::fmadd(V::loadu(v + i) - vsh, vsc, vb)).store(out + i);
-    for (; i < n; ++i) out[i] = silu_scalar((v[i] - sh) * sc + b);
+    walk<T>(
+        n, y, [&](int64_t, const V& v) { return silu_vec<T>(at::vec::fmadd(v - vsh, vsc, vb)); },
+        [&](int64_t, A v) { return silu_scalar((v - sh) * sc + b); }, x);
   } else {
-    for (; i + K <= n; i += K) at::vec::fmadd(V::loadu(v + i) - vsh, vsc, vb).store(out + i);
-    for (; i < n; ++i) out[i] = (v[i] - sh) * sc + b;
+    walk<T>(
+        n, y, [&](int64_t, const V& v) { return at::vec::fmadd(v - vsh, vsc, vb); },
+        [&](int64_t, A v) { return (v - sh) * sc + b; }, x);
   }
 }
 
@@ -479,23 +476,14 @@ void forward_nchw(const FwdArgs<T, W>& a) {
     const A sh = shift[u];
     const A m = unit_moments[u].mean;
     const A rstd = a.rstd[u];
-    A* buf = scratch.get(2 * kChunk);
     const int64_t end = std::min(M, (p + 1) * kPieceElems);
     for (int64_t i = p * kPieceElems; i < end;) {
       // A run within one channel: y = (x - sh) * sc + (b - m * sc).
       const int64_t c = g * D + i / HxW;
-      const int64_t run_end = std::min({end, (i / HxW + 1) * HxW, i + kChunk});
-      const int64_t n = run_end - i;
+      const int64_t run_end = std::min(end, (i / HxW + 1) * HxW);
       const A sc = rstd * param_at(a.w, c, A(1));
       const A bb = param_at(a.b, c, A(0)) - m * sc;
-      const A* v = as_acc(xg + i, buf, n);
-      if constexpr (std::is_same_v<T, A>) {
-        affine_act(v, yg + i, n, sh, sc, bb, a.act);
-      } else {
-        A* out = buf + kChunk;
-        affine_act(v, out, n, sh, sc, bb, a.act);
-        store_from_acc(out, yg + i, n);
-      }
+      affine_act(xg + i, yg + i, run_end - i, sh, sc, bb, a.act);
       i = run_end;
     }
   };
@@ -675,7 +663,7 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
         walk<T>(
             C, ys + r * C,
             [&](int64_t c, const V& x) {
-              return silu_vec(at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)));
+              return silu_vec<T>(at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)));
             },
             [&](int64_t c, A x) { return silu_scalar((x - sh[c]) * sc[c] + bb[c]); }, xs + r * C);
       } else {
@@ -718,10 +706,10 @@ struct ChanSums {
 };
 
 // dy' for SiLU: dy * sig(z) * (1 + z * (1 - sig(z))), z = (u - r) * rho * w + b.
-template <typename A>
-inline Vectorized<A> silu_grad_vec(const Vectorized<A>& dy, const Vectorized<A>& z) {
-  using V = Vectorized<A>;
-  const V sig = V(1) / (V(1) + z.neg().exp());
+template <typename T>
+inline Vectorized<acc_t<T>> silu_grad_vec(const Vectorized<acc_t<T>>& dy, const Vectorized<acc_t<T>>& z) {
+  using V = Vectorized<acc_t<T>>;
+  const V sig = V(1) / (V(1) + vexp<T>(z.neg()));
   return dy * sig * (V(1) + z * (V(1) - sig));
 }
 template <typename A>
@@ -736,69 +724,87 @@ struct ZCoef {
   A zs = 0, zb = 0;
 };
 
-// Sums over n values of one channel (u = v - mu). With SiLU, z = u * zc.zs + zc.zb.
-template <typename A>
-inline ChanSums<A> channel_sums(const A* dy, const A* v, int64_t n, A mu, bool silu, ZCoef<A> zc, bool only_e) {
+// Sums over n values of one channel (u = x - mu), read as T and converted in registers.
+// With SiLU, z = u * zc.zs + zc.zb. e is accumulated in the same order with and without
+// only_e (the SiLU pre-pass relies on getting the same bits).
+template <typename T>
+inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
+                                       ZCoef<acc_t<T>> zc, bool only_e) {
+  using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
-  const V vmu(mu);
+  const V vmu(mu), zs(zc.zs), zb(zc.zb);
   V va(0), vb(0), ve(0);
-  int64_t i = 0;
-  ChanSums<A> out;
+  A sa = 0, sb = 0, se = 0;
+  T* const none = nullptr;
   if (only_e) {
-    for (; i + K <= n; i += K) ve += V::loadu(v + i) - vmu;
-    out.e = hsum(ve);
-    for (; i < n; ++i) out.e += v[i] - mu;
-    return out;
-  }
-  if (silu) {
-    const V zs(zc.zs), zb(zc.zb);
-    for (; i + K <= n; i += K) {
-      const V u = V::loadu(v + i) - vmu;
-      const V g = silu_grad_vec(V::loadu(dy + i), at::vec::fmadd(u, zs, zb));
-      va += g;
-      vb = at::vec::fmadd(g, u, vb);
-      ve += u;
-    }
+    walk<T>(
+        n, none, [&](int64_t, const V& v) { ve += v - vmu; }, [&](int64_t, A v) { se += v - mu; }, x);
+  } else if (silu) {
+    walk<T>(
+        n, none,
+        [&](int64_t, const V& g0, const V& v) {
+          const V u = v - vmu;
+          const V g = silu_grad_vec<T>(g0, at::vec::fmadd(u, zs, zb));
+          va += g;
+          vb = at::vec::fmadd(g, u, vb);
+          ve += u;
+        },
+        [&](int64_t, A g0, A v) {
+          const A u = v - mu;
+          const A g = silu_grad_scalar(g0, u * zc.zs + zc.zb);
+          sa += g;
+          sb += g * u;
+          se += u;
+        },
+        dy, x);
   } else {
-    for (; i + K <= n; i += K) {
-      const V u = V::loadu(v + i) - vmu;
-      const V g = V::loadu(dy + i);
-      va += g;
-      vb = at::vec::fmadd(g, u, vb);
-      ve += u;
-    }
+    walk<T>(
+        n, none,
+        [&](int64_t, const V& g, const V& v) {
+          const V u = v - vmu;
+          va += g;
+          vb = at::vec::fmadd(g, u, vb);
+          ve += u;
+        },
+        [&](int64_t, A g, A v) {
+          const A u = v - mu;
+          sa += g;
+          sb += g * u;
+          se += u;
+        },
+        dy, x);
   }
-  out.a = hsum(va);
-  out.bs = hsum(vb);
-  out.e = hsum(ve);
-  for (; i < n; ++i) {
-    const A u = v[i] - mu;
-    const A g = silu ? silu_grad_scalar(dy[i], u * zc.zs + zc.zb) : dy[i];
-    out.a += g;
-    out.bs += g * u;
-    out.e += u;
-  }
+  ChanSums<A> out;
+  out.a = hsum(va) + sa;
+  out.bs = hsum(vb) + sb;
+  out.e = hsum(ve) + se;
   return out;
 }
 
-// dx = c1 * dy' + c2 * u + c3 over n values of one channel.
-template <typename A>
-inline void channel_dx(const A* dy, const A* v, A* out, int64_t n, A mu, A c1, A c2, A c3, bool silu, ZCoef<A> zc) {
+// dx = c1 * dy' + c2 * u + c3 over n values of one channel, T in and out.
+template <typename T>
+inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
+                       acc_t<T> c3, bool silu, ZCoef<acc_t<T>> zc) {
+  using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
   const V vmu(mu), v1(c1), v2(c2), v3(c3), zs(zc.zs), zb(zc.zb);
-  int64_t i = 0;
-  for (; i + K <= n; i += K) {
-    const V u = V::loadu(v + i) - vmu;
-    V g = V::loadu(dy + i);
-    if (silu) g = silu_grad_vec(g, at::vec::fmadd(u, zs, zb));
-    at::vec::fmadd(v1, g, at::vec::fmadd(v2, u, v3)).store(out + i);
-  }
-  for (; i < n; ++i) {
-    const A u = v[i] - mu;
-    const A g = silu ? silu_grad_scalar(dy[i], u * zc.zs + zc.zb) : dy[i];
-    out[i] = c1 * g + (c2 * u + c3);
+  if (silu) {
+    walk<T>(
+        n, out,
+        [&](int64_t, const V& g0, const V& v) {
+          const V u = v - vmu;
+          return at::vec::fmadd(v1, silu_grad_vec<T>(g0, at::vec::fmadd(u, zs, zb)), at::vec::fmadd(v2, u, v3));
+        },
+        [&](int64_t, A g0, A v) {
+          const A u = v - mu;
+          return c1 * silu_grad_scalar(g0, u * zc.zs + zc.zb) + (c2 * u + c3);
+        },
+        dy, x);
+  } else {
+    walk<T>(
+        n, out,
+        [&](int64_t, const V& g, const V& v) { return at::vec::fmadd(v1, g, at::vec::fmadd(v2, v - vmu, v3)); },
+        [&](int64_t, A g, A v) { return c1 * g + (c2 * (v - mu) + c3); }, dy, x);
   }
 }
 
@@ -906,13 +912,10 @@ void backward_nchw(const BwdArgs<T, W>& a) {
     const int64_t off = u * M + d * HxW;
     const A mu = a.mean[u];
     const ZCoef<A> zc = silu && !only_e ? z_coef(a, u / s.G, (u % s.G) * D + d, r_silu[u]) : ZCoef<A>{};
-    A* buf = scratch.get(2 * kChunk);
     ChanSums<A> acc;
-    for (int64_t h = h0; h < h1; h += kChunk) {
+    for (int64_t h = h0; h < h1; h += kChunk) {  // chunked: shorter float sums
       const int64_t cnt = std::min(kChunk, h1 - h);
-      const A* v = as_acc(a.x + off + h, buf, cnt);
-      const A* dy = only_e ? nullptr : as_acc(a.dy + off + h, buf + kChunk, cnt);
-      acc.add(channel_sums(dy, v, cnt, mu, silu, zc, only_e));
+      acc.add(channel_sums(a.dy + off + h, a.x + off + h, cnt, mu, silu, zc, only_e));
     }
     return acc;
   };
@@ -965,24 +968,12 @@ void backward_nchw(const BwdArgs<T, W>& a) {
     if (!a.dx) return;
     const int64_t n = u / s.G, g = u % s.G;
     const A mu = a.mean[u];
-    A* buf = scratch.get(3 * kChunk);
     for_segments(p, [&](int64_t d, int64_t h0, int64_t h1, bool) {
       const int64_t c = g * D + d;
-      const int64_t off = u * M + d * HxW;
+      const int64_t off = u * M + d * HxW + h0;
       const A c1 = a.rstd[u] * param_at(a.w, c, A(1));
       const ZCoef<A> zc = silu ? z_coef(a, n, c, coef[u].r) : ZCoef<A>{};
-      for (int64_t h = h0; h < h1; h += kChunk) {
-        const int64_t cnt = std::min(kChunk, h1 - h);
-        const A* v = as_acc(a.x + off + h, buf, cnt);
-        const A* dy = as_acc(a.dy + off + h, buf + kChunk, cnt);
-        if constexpr (std::is_same_v<T, A>) {
-          channel_dx(dy, v, a.dx + off + h, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
-        } else {
-          A* out = buf + 2 * kChunk;
-          channel_dx(dy, v, out, cnt, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
-          store_from_acc(out, a.dx + off + h, cnt);
-        }
-      }
+      channel_dx(a.dy + off, a.x + off, a.dx + off, h1 - h0, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
     });
   };
   run_schedule(sched, make_stats(sums, false), finish, apply);
@@ -1032,7 +1023,7 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
           C, nullptr,
           [&](int64_t c, const V& x, const V& dy) {
             const V u = x - V::loadu(mu + c);
-            const V g = silu ? silu_grad_vec(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
+            const V g = silu ? silu_grad_vec<T>(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
             (V::loadu(oa + c) + g).store(oa + c);
             at::vec::fmadd(g, u, V::loadu(ob + c)).store(ob + c);
             (V::loadu(oe + c) + u).store(oe + c);
@@ -1105,7 +1096,7 @@ void backward_nhwc(const BwdArgs<T, W>& a) {
           C, a.dx + off,
           [&](int64_t c, const V& x, const V& dy) {
             const V u = x - V::loadu(mu + c);
-            const V g = silu ? silu_grad_vec(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
+            const V g = silu ? silu_grad_vec<T>(dy, at::vec::fmadd(u, V::loadu(zs + c), V::loadu(zb + c))) : dy;
             return at::vec::fmadd(V::loadu(c1 + c), g, at::vec::fmadd(V::loadu(c2 + c), u, V::loadu(c3 + c)));
           },
           [&](int64_t c, A x, A dy) {
