@@ -490,11 +490,9 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   run_schedule(sched, stats, finish, apply);
 }
 
-// Rows per block in the NHWC forward statistics: a block of rows stays in L1 while it is read
-// twice. The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk
-// across rows does not) with per-channel accumulators and coefficients in L1 arrays, and
-// convert half types in registers (VecIO).
-inline int64_t nhwc_block_rows(int64_t C) { return std::clamp<int64_t>(8192 / C, 1, 64); }
+// The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk across
+// rows does not) with per-channel accumulators and coefficients in L1 arrays, and convert half
+// types in registers (VecIO).
 
 // Per-channel scratch of one unit (sample) in the NHWC kernels. A fused task owns one slot
 // per thread; the split schedule uses slot 0, filled by finish() before the parallel apply.
@@ -524,7 +522,6 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   const int64_t C = s.C, G = s.G, D = s.D(), HxW = s.HxW;
   const int64_t rows_per_piece = std::max<int64_t>(1, kPieceElems / C);
   const int64_t pieces = (HxW + rows_per_piece - 1) / rows_per_piece;
-  const int64_t blk_rows = nhwc_block_rows(C);
   const Schedule sched = make_schedule(s.N, pieces, HxW * C * static_cast<int64_t>(sizeof(T)));
 
   std::vector<Moments<A>> partial(sched.fused ? 0 : pieces * G);
@@ -536,73 +533,44 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
     for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
   };
-  // Moments of the G groups over rows [r0, r1) of sample n. Per channel, one block of rows at
-  // a time: exact two-level moments of the block (its mean, then squared deviations from it),
-  // Chan-merged into the channel's running moments; every channel has seen the same number of
-  // rows, so the merge weights are scalars and the merge is a vector loop over channels. The
-  // D channels of a group (equal counts) are merged once per piece. Rows are walked in memory
-  // order (a block is contiguous) with the per-channel arrays in L1.
+  // Moments of the G groups over rows [r0, r1) of sample n: a per-channel Welford update per
+  // row on the shifted data (every channel has seen the same number of rows, so the update
+  // weight 1/k is a scalar and the update is a vector loop over the row), then the D channels
+  // of a group (equal counts) are merged. One pass: rows are walked in memory order with the
+  // per-channel shift, mean and M2 arrays in L1, half types converted once, in registers.
   auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const T* xs = a.x + n * HxW * C;
-    A* sh = scratch.get(5 * C);
-    A* cmean = sh + C;  // running per-channel moments
+    A* sh = scratch.get(3 * C);
+    A* cmean = sh + C;  // per-channel moments of the rows seen so far
     A* cm2 = cmean + C;
-    A* bmean = cm2 + C;  // the block's
-    A* bm2 = bmean + C;
     fill_shift(xs, sh);
-    int64_t seen = 0;
-    for (int64_t rb = r0; rb < r1; rb += blk_rows) {
-      const int64_t rows = std::min(blk_rows, r1 - rb);
-      const T* xb = xs + rb * C;
-      std::fill(bmean, bmean + C, A(0));
-      for (int64_t r = 0; r < rows; ++r) {
-        walk<T>(
-            C, nullptr,
-            [&](int64_t c, const V& x) { (V::loadu(bmean + c) + (x - V::loadu(sh + c))).store(bmean + c); },
-            [&](int64_t c, A x) { bmean[c] += x - sh[c]; }, xb + r * C);
-      }
-      const A inv_rows = A(1) / static_cast<A>(rows);
-      walk<A>(
-          C, bmean, [&](int64_t, const V& v) { return v * V(inv_rows); }, [&](int64_t, A v) { return v * inv_rows; },
-          bmean);
-      std::fill(bm2, bm2 + C, A(0));
-      for (int64_t r = 0; r < rows; ++r) {
-        walk<T>(
-            C, nullptr,
-            [&](int64_t c, const V& x) {
-              const V d = (x - V::loadu(sh + c)) - V::loadu(bmean + c);
-              at::vec::fmadd(d, d, V::loadu(bm2 + c)).store(bm2 + c);
-            },
-            [&](int64_t c, A x) {
-              const A d = (x - sh[c]) - bmean[c];
-              bm2[c] += d * d;
-            },
-            xb + r * C);
-      }
-      if (seen == 0) {
-        std::copy(bmean, bmean + C, cmean);
-        std::copy(bm2, bm2 + C, cm2);
-      } else {  // chan_merge per channel, counts (seen, rows)
-        const A f = static_cast<A>(rows) / static_cast<A>(seen + rows);
-        const A wgt = static_cast<A>(seen) * f;
-        walk<A>(
-            C, nullptr,
-            [&](int64_t c, const V& mb) {
-              const V ma = V::loadu(cmean + c);
-              const V delta = mb - ma;
-              at::vec::fmadd(delta, V(f), ma).store(cmean + c);
-              (V::loadu(cm2 + c) + at::vec::fmadd(delta * delta, V(wgt), V::loadu(bm2 + c))).store(cm2 + c);
-            },
-            [&](int64_t c, A mb) {
-              const A delta = mb - cmean[c];
-              cmean[c] += delta * f;
-              cm2[c] += bm2[c] + delta * delta * wgt;
-            },
-            bmean);
-      }
-      seen += rows;
+    walk<T>(
+        C, nullptr, [&](int64_t c, const V& x) { (x - V::loadu(sh + c)).store(cmean + c); },
+        [&](int64_t c, A x) { cmean[c] = x - sh[c]; }, xs + r0 * C);
+    std::fill(cm2, cm2 + C, A(0));
+    for (int64_t r = r0 + 1; r < r1; ++r) {
+      const A inv = A(1) / static_cast<A>(r - r0 + 1);
+      const V vinv(inv);
+      walk<T>(
+          C, nullptr,
+          [&](int64_t c, const V& x) {
+            const V d = x - V::loadu(sh + c);
+            const V m0 = V::loadu(cmean + c);
+            const V delta = d - m0;
+            const V m1 = at::vec::fmadd(delta, vinv, m0);
+            m1.store(cmean + c);
+            at::vec::fmadd(delta, d - m1, V::loadu(cm2 + c)).store(cm2 + c);
+          },
+          [&](int64_t c, A x) {
+            const A d = x - sh[c];
+            const A delta = d - cmean[c];
+            cmean[c] += delta * inv;
+            cm2[c] += delta * (d - cmean[c]);
+          },
+          xs + r * C);
     }
+    const int64_t seen = r1 - r0;
     // Groups: D channels of `seen` rows each.
     const A inv_d = A(1) / static_cast<A>(D);
     for (int64_t g = 0; g < G; ++g) {
