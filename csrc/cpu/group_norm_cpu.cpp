@@ -42,18 +42,25 @@ namespace {
 
 using at::vec::Vectorized;
 
+// On the per-chunk loops: inline everything they call. GCC's unit-growth limits otherwise
+// leave some per-vector helpers out of line once this translation unit grows (seen with
+// perf: VecIO<BFloat16>::store, then at::vec::convert_from_float, called once per vector,
+// made the bf16 NCHW forward ~25% slower).
+#define GN_HOT __attribute__((flatten))
+
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 constexpr int64_t kPieceElems = 16384;         // elements per piece (a multiple of every vector width)
 constexpr int64_t kFusedUnitBytes = 512 << 10;  // a unit this small stays in a core's L2
 constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that stay in L3
+constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
 
 // ---------------------------------------------------------------------------------------
 // Loading T into the accumulation type and storing back.
 
 template <typename T, typename A>
-inline void load_acc(const T* src, A* dst, int64_t n) {
+GN_HOT inline void load_acc(const T* src, A* dst, int64_t n) {
   if constexpr (std::is_same_v<T, A>) {
     std::copy(src, src + n, dst);
   } else if constexpr (std::is_same_v<T, at::BFloat16> || std::is_same_v<T, at::Half>) {
@@ -251,7 +258,7 @@ inline void chan_merge(Moments<A>& a, const Moments<A>& b) {
 // Exact two-level moments of n values v - s held in cache: the mean first, then the sum of
 // squared deviations from it (second touch of L1-resident data, no cancellation).
 template <typename A>
-inline Moments<A> chunk_moments(const A* v, int64_t n, A s) {
+GN_HOT inline Moments<A> chunk_moments(const A* v, int64_t n, A s) {
   using V = Vectorized<A>;
   constexpr int64_t K = V::size();
   const V vs(s);
@@ -318,7 +325,7 @@ inline A silu_scalar(A z) {
 
 // y = act((x - sh) * sc + b) over n values of T, converted in registers.
 template <typename T>
-inline void affine_act(const T* x, T* y, int64_t n, acc_t<T> sh, acc_t<T> sc, acc_t<T> b, Activation act) {
+GN_HOT inline void affine_act(const T* x, T* y, int64_t n, acc_t<T> sh, acc_t<T> sc, acc_t<T> b, Activation act) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   const V vsh(sh), vsc(sc), vb(b);
@@ -693,11 +700,12 @@ struct ZCoef {
 };
 
 // Sums over n values of one channel (u = x - mu), read as T and converted in registers.
-// With SiLU, z = u * zc.zs + zc.zb. e is accumulated in the same order with and without
-// only_e (the SiLU pre-pass relies on getting the same bits).
+// With SiLU, z = u * zc.zs + zc.zb, and dy' is also stored to g_out when it is not null.
+// e is accumulated in the same order with and without only_e (the SiLU pre-pass relies on
+// getting the same bits).
 template <typename T>
-inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
-                                       ZCoef<acc_t<T>> zc, bool only_e) {
+GN_HOT inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
+                                       ZCoef<acc_t<T>> zc, bool only_e, acc_t<T>* g_out = nullptr) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   const V vmu(mu), zs(zc.zs), zb(zc.zb);
@@ -710,16 +718,18 @@ inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t
   } else if (silu) {
     walk<T>(
         n, none,
-        [&](int64_t, const V& g0, const V& v) {
+        [&](int64_t i, const V& g0, const V& v) {
           const V u = v - vmu;
           const V g = silu_grad_vec<T>(g0, at::vec::fmadd(u, zs, zb));
+          if (g_out) g.store(g_out + i);
           va += g;
           vb = at::vec::fmadd(g, u, vb);
           ve += u;
         },
-        [&](int64_t, A g0, A v) {
+        [&](int64_t i, A g0, A v) {
           const A u = v - mu;
           const A g = silu_grad_scalar(g0, u * zc.zs + zc.zb);
+          if (g_out) g_out[i] = g;
           sa += g;
           sb += g * u;
           se += u;
@@ -751,7 +761,7 @@ inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t
 
 // dx = c1 * dy' + c2 * u + c3 over n values of one channel, T in and out.
 template <typename T>
-inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
+GN_HOT inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
                        acc_t<T> c3, bool silu, ZCoef<acc_t<T>> zc) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
@@ -774,6 +784,19 @@ inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, 
         [&](int64_t, const V& g, const V& v) { return at::vec::fmadd(v1, g, at::vec::fmadd(v2, v - vmu, v3)); },
         [&](int64_t, A g, A v) { return c1 * g + (c2 * (v - mu) + c3); }, dy, x);
   }
+}
+
+// dx = c1 * g + c2 * u + c3 with dy' = g kept from channel_sums (SiLU: no second sigmoid).
+template <typename T>
+GN_HOT inline void channel_dx_kept(const acc_t<T>* g, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1,
+                            acc_t<T> c2, acc_t<T> c3) {
+  using A = acc_t<T>;
+  using V = Vectorized<A>;
+  const V vmu(mu), v1(c1), v2(c2), v3(c3);
+  walk<T>(
+      n, out,
+      [&](int64_t i, const V& v) { return at::vec::fmadd(v1, V::loadu(g + i), at::vec::fmadd(v2, v - vmu, v3)); },
+      [&](int64_t i, A v) { return c1 * g[i] + (c2 * (v - mu) + c3); }, x);
 }
 
 // Per-group result of the reduction, turned into dx coefficients.
@@ -858,6 +881,12 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   // the channel concurrently, else into per-piece partials merged in finish.
   const bool direct = whole || sched.fused;
   constexpr int64_t kChunk = 2048;
+  // SiLU, fused schedule (one thread runs a whole unit): the r pre-pass runs per unit just
+  // before its reduction, while the unit is cache-hot, and when the unit's dy' fits in L2
+  // beside x and dy, the reduction keeps it for the dx pass instead of evaluating the
+  // sigmoid a second time.
+  const bool pre_in_unit = silu && sched.fused;
+  const bool keep_g = pre_in_unit && a.dx && M * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes;
 
   std::vector<ChanSums<A>> partial(direct ? 0 : pieces);
   std::vector<ChanSums<A>> sums(units * D);                // a, bs, e per (n, c)
@@ -865,6 +894,7 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   std::vector<A> r_silu(silu ? units : 0);
   std::vector<GroupCoef<A>> coef(units);
   Scratch<A> scratch;
+  Scratch<A> kept;  // keep_g: dy' of the unit a thread is working on, M values
   const std::vector<A> wv = params_acc(a.w, s.C, A(1));
 
   // Calls f(d, h0, h1, first) for the channel segments of piece p.
@@ -880,10 +910,11 @@ void backward_nchw(const BwdArgs<T, W>& a) {
     const int64_t off = u * M + d * HxW;
     const A mu = a.mean[u];
     const ZCoef<A> zc = silu && !only_e ? z_coef(a, u / s.G, (u % s.G) * D + d, r_silu[u]) : ZCoef<A>{};
+    A* g_out = keep_g && !only_e ? kept.get(M) + d * HxW : nullptr;
     ChanSums<A> acc;
     for (int64_t h = h0; h < h1; h += kChunk) {  // chunked: shorter float sums
       const int64_t cnt = std::min(kChunk, h1 - h);
-      acc.add(channel_sums(a.dy + off + h, a.x + off + h, cnt, mu, silu, zc, only_e));
+      acc.add(channel_sums(a.dy + off + h, a.x + off + h, cnt, mu, silu, zc, only_e, g_out ? g_out + h : nullptr));
     }
     return acc;
   };
@@ -909,17 +940,23 @@ void backward_nchw(const BwdArgs<T, W>& a) {
       for (int64_t q = 0; q < ppc; ++q) dst.add(partial[d * ppc + q]);
     }
   };
-  if (silu) {  // r per group, needed by z before the main reduction
-    run_schedule(
-        sched, make_stats(esums, true),
-        [&](int64_t u) {
-          merge(esums, u);
-          A e = 0;
-          for (int64_t d = 0; d < D; ++d) e += esums[u * D + d].e;
-          r_silu[u] = e / static_cast<A>(M);
-        },
-        [](int64_t, int64_t) {});
-  }
+  // SiLU: r per group, needed by z before the main reduction.
+  auto pre_stats = make_stats(esums, true);
+  auto pre_finish = [&](int64_t u) {
+    merge(esums, u);
+    A e = 0;
+    for (int64_t d = 0; d < D; ++d) e += esums[u * D + d].e;
+    r_silu[u] = e / static_cast<A>(M);
+  };
+  if (silu && !pre_in_unit) run_schedule(sched, pre_stats, pre_finish, [](int64_t, int64_t) {});
+  auto main_stats = make_stats(sums, false);
+  auto stats = [&](int64_t u, int64_t p) {
+    if (pre_in_unit && p == 0) {
+      for (int64_t q = 0; q < pieces; ++q) pre_stats(u, q);
+      pre_finish(u);
+    }
+    main_stats(u, p);
+  };
   auto finish = [&](int64_t u) {
     merge(sums, u);
     // With SiLU the e sums equal the pre-pass ones bit for bit, so r matches the z used above.
@@ -940,11 +977,15 @@ void backward_nchw(const BwdArgs<T, W>& a) {
       const int64_t c = g * D + d;
       const int64_t off = u * M + d * HxW + h0;
       const A c1 = a.rstd[u] * param_at(a.w, c, A(1));
+      if (keep_g) {
+        channel_dx_kept(kept.get(M) + d * HxW + h0, a.x + off, a.dx + off, h1 - h0, mu, c1, coef[u].c2, coef[u].c3);
+        return;
+      }
       const ZCoef<A> zc = silu ? z_coef(a, n, c, coef[u].r) : ZCoef<A>{};
       channel_dx(a.dy + off, a.x + off, a.dx + off, h1 - h0, mu, c1, coef[u].c2, coef[u].c3, silu, zc);
     });
   };
-  run_schedule(sched, make_stats(sums, false), finish, apply);
+  run_schedule(sched, stats, finish, apply);
 }
 
 template <typename T, typename W>
@@ -1223,6 +1264,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
   });
   return {dx, dw, db};
 }
+
+#undef GN_HOT
 
 }  // namespace
 
