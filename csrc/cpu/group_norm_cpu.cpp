@@ -34,6 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "common/group_norm.h"
 
 namespace groupnorm_cuda {
@@ -349,6 +351,15 @@ struct Schedule {
   bool fused = false;
 };
 
+// Per-core L2 size (sysconf where the C library knows it, else 1 MiB).
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? static_cast<int64_t>(v) : int64_t(1) << 20;
+  }();
+  return bytes;
+}
+
 inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t unit_bytes) {
   Schedule s;
   s.units = units;
@@ -360,8 +371,12 @@ inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t un
   // fits the shared L3: the second pass then re-reads from L3 as in the split schedule, but
   // without two barriers and a serial finish per unit (which cost most when a thread is
   // descheduled on a busy machine).
+  // But not when a unit is larger than a core's L2 while its share per thread is not: split,
+  // each thread's pieces are still in its own L2 when it applies them (the static partition
+  // of at::parallel_for gives a thread the same pieces in both passes).
+  const bool share_fits_l2 = unit_bytes > l2_bytes() && unit_bytes <= threads * l2_bytes();
   s.fused = pieces_per_unit <= 1 || (unit_bytes <= kFusedUnitBytes && units >= 2 * threads) ||
-            (units % threads == 0 && unit_bytes * threads <= kFusedL3Bytes);
+            (units % threads == 0 && unit_bytes * threads <= kFusedL3Bytes && !share_fits_l2);
   return s;
 }
 
