@@ -80,6 +80,37 @@ def test_deterministic(device, layout, dtype, activation):
             assert torch.equal(a, c), "result depends on the thread count"
 
 
+@pytest.mark.parametrize(
+    "shape,groups",
+    [((1, 32, 64, 64), 1), ((2, 64, 32, 32), 2), ((3, 48, 20, 20), 3)],
+    ids=["1unit-D32", "4units-D32", "9units-D16"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_thread_count_independent(shape, groups, dtype, activation):
+    """CPU: the same bits with 1 and 2 threads. The thread count changes the schedule (one
+    thread per unit vs all threads on one unit) and with it which kernels run: with SiLU the
+    fused schedule keeps dy' for the dx pass, the split one recomputes it (a last-bit
+    difference in r between the two once broke this for D >= the vector width)."""
+    torch.manual_seed(5)
+    x = (torch.randn(shape) * 3 + 5).to(dtype)
+    dy = torch.randn(shape).to(dtype)
+    w, b = torch.randn(shape[1]), torch.randn(shape[1])
+    act = activation or "none"
+    ops = torch.ops.groupnorm_cuda
+    n = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y, mean, rstd = ops.forward(x, w, b, groups, 1e-5, act)
+            results.append((y, mean, rstd) + tuple(ops.backward(dy, x, mean, rstd, w, b, groups, act, [True] * 3)))
+    finally:
+        torch.set_num_threads(n)
+    for name, a, c in zip(["y", "mean", "rstd", "dx", "dweight", "dbias"], *results):
+        assert torch.equal(a, c), f"{name} depends on the thread count"
+
+
 @pytest.mark.parametrize("activation", [None, "silu"])
 @pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
 def test_gradcheck(device, activation, affine):

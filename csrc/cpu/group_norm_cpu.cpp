@@ -16,9 +16,11 @@
 //   fused: units in parallel; one task computes a unit's statistics and then normalizes it
 //          (backward: reduces and then writes dx) while the unit is still in L2: the forward
 //          moves ~1 read + 1 write of DRAM, the backward ~3 accesses;
-//   split: units one after another (so a unit's second pass finds it in L3), pieces of the
-//          unit in parallel. Used for units too big for L2 or too few to feed the threads,
-//          unless the units divide evenly among the threads and one per thread fits in L3.
+//   split: units one after another (so a unit's second pass finds it in L3, or in each
+//          thread's L2 when its share of the unit fits there), pieces of the unit in parallel.
+//          Used for units too big for L2 or too few to feed the threads, unless the units
+//          divide evenly among the threads and one per thread fits in L3 (and a thread's share
+//          of a unit would not fit in its L2).
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -372,8 +374,9 @@ inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t un
   // without two barriers and a serial finish per unit (which cost most when a thread is
   // descheduled on a busy machine).
   // But not when a unit is larger than a core's L2 while its share per thread is not: split,
-  // each thread's pieces are still in its own L2 when it applies them (the static partition
-  // of at::parallel_for gives a thread the same pieces in both passes).
+  // each thread's pieces are still in its own L2 when it applies them (with the OpenMP
+  // backend, at::parallel_for's static partition gives a thread the same pieces in both
+  // passes; without it this is only a missed cache hit).
   const bool share_fits_l2 = unit_bytes > l2_bytes() && unit_bytes <= threads * l2_bytes();
   s.fused = pieces_per_unit <= 1 || (unit_bytes <= kFusedUnitBytes && units >= 2 * threads) ||
             (units % threads == 0 && unit_bytes * threads <= kFusedL3Bytes && !share_fits_l2);
@@ -897,9 +900,9 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   const bool direct = whole || sched.fused;
   constexpr int64_t kChunk = 2048;
   // SiLU, fused schedule (one thread runs a whole unit): the r pre-pass runs per unit just
-  // before its reduction, while the unit is cache-hot, and when the unit's dy' fits in L2
-  // beside x and dy, the reduction keeps it for the dx pass instead of evaluating the
-  // sigmoid a second time.
+  // before its reduction, while the unit is cache-hot, and when the unit's dy' is at most
+  // kKeepGradBytes the reduction keeps it (per-thread scratch) for the dx pass instead of
+  // evaluating the sigmoid a second time.
   const bool pre_in_unit = silu && sched.fused;
   const bool keep_g = pre_in_unit && a.dx && M * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes;
 
@@ -959,9 +962,12 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   auto pre_stats = make_stats(esums, true);
   auto pre_finish = [&](int64_t u) {
     merge(esums, u);
-    A e = 0;
-    for (int64_t d = 0; d < D; ++d) e += esums[u * D + d].e;
-    r_silu[u] = e / static_cast<A>(M);
+    // r exactly as finish_group computes it from the same e sums (same summation), so the z
+    // of the reduction (and of a kept dy') equals the z of a recomputing dx pass bit for bit:
+    // dx must not depend on whether dy' was kept, i.e. on the schedule.
+    A* se = scratch.get(D);
+    for (int64_t d = 0; d < D; ++d) se[d] = esums[u * D + d].e;
+    r_silu[u] = sum_vec(se, D) / static_cast<A>(M);
   };
   if (silu && !pre_in_unit) run_schedule(sched, pre_stats, pre_finish, [](int64_t, int64_t) {});
   auto main_stats = make_stats(sums, false);
@@ -974,7 +980,8 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   };
   auto finish = [&](int64_t u) {
     merge(sums, u);
-    // With SiLU the e sums equal the pre-pass ones bit for bit, so r matches the z used above.
+    // With SiLU the e sums equal the pre-pass ones bit for bit, and finish_group sums them
+    // as pre_finish did, so coef[u].r == r_silu[u].
     A* soa = scratch.get(3 * D);
     for (int64_t d = 0; d < D; ++d) {
       const ChanSums<A>& cs = sums[u * D + d];
