@@ -82,8 +82,8 @@ def test_deterministic(device, layout, dtype, activation):
 
 @pytest.mark.parametrize(
     "shape,groups",
-    [((1, 32, 64, 64), 1), ((2, 64, 32, 32), 2), ((3, 48, 20, 20), 3)],
-    ids=["1unit-D32", "4units-D32", "9units-D16"],
+    [((1, 32, 64, 64), 1), ((2, 64, 32, 32), 2), ((3, 48, 20, 20), 3), ((2, 64, 128, 128), 2)],
+    ids=["1unit-D32", "4units-D32", "9units-D16", "4units-M512K"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("activation", [None, "silu"])
