@@ -836,7 +836,7 @@ def parse_args(argv=None):
     p.add_argument("--activation", action="append", help="none, silu (default both)")
     p.add_argument("--cases", action="append",
                    help="regex (or substring) on the case name; repeatable / comma list")
-    p.add_argument("--quick", action="store_true", help="a representative subset (a few minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="a representative subset (1-1.5 minutes on 2 CPU cores)")
     p.add_argument("--list", action="store_true", help="list the selected variants and exit")
     p.add_argument("--json", default=None, help="default benchmarks/out/results_<device>[_quick].json")
     p.add_argument("--csv", default=None, help="default benchmarks/out/results_<device>[_quick].csv")

@@ -88,7 +88,7 @@ def test_deterministic(device, layout, dtype, activation):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("activation", [None, "silu"])
 def test_thread_count_independent(shape, groups, dtype, activation):
-    """CPU: the same bits with 1 and 2 threads. The thread count changes the schedule (one
+    """CPU: the same bits with 1, 2 and 3 threads. The thread count changes the schedule (one
     thread per unit vs all threads on one unit) and with it which kernels run: with SiLU the
     fused schedule keeps dy' for the dx pass, the split one recomputes it (a last-bit
     difference in r between the two once broke this for D >= the vector width)."""
@@ -101,14 +101,15 @@ def test_thread_count_independent(shape, groups, dtype, activation):
     n = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             y, mean, rstd = ops.forward(x, w, b, groups, 1e-5, act)
             results.append((y, mean, rstd) + tuple(ops.backward(dy, x, mean, rstd, w, b, groups, act, [True] * 3)))
     finally:
         torch.set_num_threads(n)
-    for name, a, c in zip(["y", "mean", "rstd", "dx", "dweight", "dbias"], *results):
-        assert torch.equal(a, c), f"{name} depends on the thread count"
+    for other in results[1:]:
+        for name, a, c in zip(["y", "mean", "rstd", "dx", "dweight", "dbias"], results[0], other):
+            assert torch.equal(a, c), f"{name} depends on the thread count"
 
 
 @pytest.mark.parametrize("activation", [None, "silu"])
