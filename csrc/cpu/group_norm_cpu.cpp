@@ -60,41 +60,6 @@ constexpr int64_t kFusedUnitBytes = 512 << 10;  // a unit this small stays in a 
 constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that stay in L3
 constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
 
-// ---------------------------------------------------------------------------------------
-// Loading T into the accumulation type and storing back.
-
-template <typename T, typename A>
-GN_HOT inline void load_acc(const T* src, A* dst, int64_t n) {
-  if constexpr (std::is_same_v<T, A>) {
-    std::copy(src, src + n, dst);
-  } else if constexpr (std::is_same_v<T, at::BFloat16> || std::is_same_v<T, at::Half>) {
-    using VT = Vectorized<T>;
-    constexpr int64_t K = VT::size();
-    int64_t i = 0;
-    for (; i + K <= n; i += K) {
-      auto [lo, hi] = at::vec::convert_to_float<T>(VT::loadu(src + i));
-      lo.store(dst + i);
-      hi.store(dst + i + K / 2);
-    }
-    for (; i < n; ++i) dst[i] = static_cast<A>(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<A>(src[i]);
-  }
-}
-
-// Pointer to n values of x as A: x itself when T == A, else converted into buf.
-template <typename T, typename A>
-inline const A* as_acc(const T* x, A* buf, int64_t n) {
-  if constexpr (std::is_same_v<T, A>) {
-    (void)buf;
-    (void)n;
-    return x;
-  } else {
-    load_acc(x, buf, n);
-    return buf;
-  }
-}
-
 // dst[i] += src[i]
 template <typename A>
 inline void add_vec(A* dst, const A* src, int64_t n) {
@@ -301,6 +266,43 @@ GN_HOT inline Moments<A> chunk_moments(const A* v, int64_t n, A s) {
   return m;
 }
 
+// The same for n values of a half type, converted in registers on both reads (both from L1).
+template <typename T>
+GN_HOT inline Moments<float> chunk_moments_half(const T* x, int64_t n, float s) {
+  using IO = VecIO<T>;
+  using V = Vectorized<float>;
+  static_assert(IO::kN == 2);
+  const V vs(s);
+  V v[2], acc0(0), acc1(0);
+  int64_t i = 0;
+  for (; i + IO::kStep <= n; i += IO::kStep) {
+    IO::load(x + i, v);
+    acc0 += v[0] - vs;
+    acc1 += v[1] - vs;
+  }
+  float sum = hsum(acc0 + acc1);
+  for (int64_t k = i; k < n; ++k) sum += static_cast<float>(x[k]) - s;
+  Moments<float> m;
+  m.n = n;
+  m.mean = sum / static_cast<float>(n);
+  const V vmean(m.mean);
+  acc0 = V(0);
+  acc1 = V(0);
+  for (i = 0; i + IO::kStep <= n; i += IO::kStep) {
+    IO::load(x + i, v);
+    const V d0 = (v[0] - vs) - vmean, d1 = (v[1] - vs) - vmean;
+    acc0 = at::vec::fmadd(d0, d0, acc0);
+    acc1 = at::vec::fmadd(d1, d1, acc1);
+  }
+  float m2 = hsum(acc0 + acc1);
+  for (; i < n; ++i) {
+    const float d = (static_cast<float>(x[i]) - s) - m.mean;
+    m2 += d * d;
+  }
+  m.m2 = m2;
+  return m;
+}
+
 // ---------------------------------------------------------------------------------------
 // Epilogue: z = (v - sh) * sc + b, then optional SiLU.
 
@@ -461,18 +463,20 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   std::vector<Moments<A>> partial(sched.fused ? 0 : pieces);
   std::vector<Moments<A>> unit_moments(units);
   std::vector<A> shift(units);
-  Scratch<A> scratch;
   constexpr int64_t kChunk = 2048;
 
   auto piece_moments = [&](int64_t u, int64_t p) {
     const T* xg = a.x + u * M;
     const A sh = static_cast<A>(xg[0]);
-    A* buf = scratch.get(kChunk);
     Moments<A> acc;
     const int64_t end = std::min(M, (p + 1) * kPieceElems);
     for (int64_t i = p * kPieceElems; i < end; i += kChunk) {
       const int64_t n = std::min(kChunk, end - i);
-      chan_merge(acc, chunk_moments(as_acc(xg + i, buf, n), n, sh));
+      if constexpr (VecIO<T>::kHalf) {
+        chan_merge(acc, chunk_moments_half(xg + i, n, sh));
+      } else {
+        chan_merge(acc, chunk_moments(xg + i, n, sh));
+      }
     }
     return acc;
   };
