@@ -224,79 +224,55 @@ inline void chan_merge(Moments<A>& a, const Moments<A>& b) {
   a.n = n;
 }
 
-// Exact two-level moments of n values v - s held in cache: the mean first, then the sum of
-// squared deviations from it (second touch of L1-resident data, no cancellation).
-template <typename A>
-GN_HOT inline Moments<A> chunk_moments(const A* v, int64_t n, A s) {
+// Exact two-level moments of n values x - s held in cache: the mean first, then the sum of
+// squared deviations from it (second touch of L1-resident data, no cancellation). Values of a
+// half type are converted in registers on both reads. Two vectors of A per step (two
+// independent accumulators), then one, then scalars.
+template <typename T>
+GN_HOT inline Moments<acc_t<T>> chunk_moments(const T* x, int64_t n, acc_t<T> s) {
+  using IO = VecIO<T>;
+  using A = acc_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t K = V::size();
+  constexpr int64_t K = IO::K;
+  auto load2 = [](const T* p, V* v) {  // 2 * K values
+    if constexpr (IO::kHalf) {
+      IO::load(p, v);
+    } else {
+      v[0] = V::loadu(p);
+      v[1] = V::loadu(p + K);
+    }
+  };
   const V vs(s);
-  V acc0(0), acc1(0);
+  V v[2], acc0(0), acc1(0);
   int64_t i = 0;
   for (; i + 2 * K <= n; i += 2 * K) {
-    acc0 += V::loadu(v + i) - vs;
-    acc1 += V::loadu(v + i + K) - vs;
+    load2(x + i, v);
+    acc0 += v[0] - vs;
+    acc1 += v[1] - vs;
   }
-  for (; i + K <= n; i += K) acc0 += V::loadu(v + i) - vs;
+  for (; i + K <= n; i += K) acc0 += IO::load1(x + i) - vs;
   A sum = hsum(acc0 + acc1);
-  for (; i < n; ++i) sum += v[i] - s;
+  for (; i < n; ++i) sum += static_cast<A>(x[i]) - s;
   Moments<A> m;
   m.n = n;
   m.mean = sum / static_cast<A>(n);
-  const V vsh(s), vmean(m.mean);
+  const V vmean(m.mean);
   acc0 = V(0);
   acc1 = V(0);
   i = 0;
   for (; i + 2 * K <= n; i += 2 * K) {
-    V d0 = (V::loadu(v + i) - vsh) - vmean;
-    V d1 = (V::loadu(v + i + K) - vsh) - vmean;
-    acc0 = at::vec::fmadd(d0, d0, acc0);
-    acc1 = at::vec::fmadd(d1, d1, acc1);
-  }
-  for (; i + K <= n; i += K) {
-    V d0 = (V::loadu(v + i) - vsh) - vmean;
-    acc0 = at::vec::fmadd(d0, d0, acc0);
-  }
-  A m2 = hsum(acc0 + acc1);
-  for (; i < n; ++i) {
-    const A d = (v[i] - s) - m.mean;
-    m2 += d * d;
-  }
-  m.m2 = m2;
-  return m;
-}
-
-// The same for n values of a half type, converted in registers on both reads (both from L1).
-template <typename T>
-GN_HOT inline Moments<float> chunk_moments_half(const T* x, int64_t n, float s) {
-  using IO = VecIO<T>;
-  using V = Vectorized<float>;
-  static_assert(IO::kN == 2);
-  const V vs(s);
-  V v[2], acc0(0), acc1(0);
-  int64_t i = 0;
-  for (; i + IO::kStep <= n; i += IO::kStep) {
-    IO::load(x + i, v);
-    acc0 += v[0] - vs;
-    acc1 += v[1] - vs;
-  }
-  float sum = hsum(acc0 + acc1);
-  for (int64_t k = i; k < n; ++k) sum += static_cast<float>(x[k]) - s;
-  Moments<float> m;
-  m.n = n;
-  m.mean = sum / static_cast<float>(n);
-  const V vmean(m.mean);
-  acc0 = V(0);
-  acc1 = V(0);
-  for (i = 0; i + IO::kStep <= n; i += IO::kStep) {
-    IO::load(x + i, v);
+    load2(x + i, v);
     const V d0 = (v[0] - vs) - vmean, d1 = (v[1] - vs) - vmean;
     acc0 = at::vec::fmadd(d0, d0, acc0);
     acc1 = at::vec::fmadd(d1, d1, acc1);
   }
-  float m2 = hsum(acc0 + acc1);
+  for (; i + K <= n; i += K) {
+    const V d0 = (IO::load1(x + i) - vs) - vmean;
+    acc0 = at::vec::fmadd(d0, d0, acc0);
+  }
+  A m2 = hsum(acc0 + acc1);
   for (; i < n; ++i) {
-    const float d = (static_cast<float>(x[i]) - s) - m.mean;
+    const A d = (static_cast<A>(x[i]) - s) - m.mean;
     m2 += d * d;
   }
   m.m2 = m2;
@@ -472,11 +448,7 @@ void forward_nchw(const FwdArgs<T, W>& a) {
     const int64_t end = std::min(M, (p + 1) * kPieceElems);
     for (int64_t i = p * kPieceElems; i < end; i += kChunk) {
       const int64_t n = std::min(kChunk, end - i);
-      if constexpr (VecIO<T>::kHalf) {
-        chan_merge(acc, chunk_moments_half(xg + i, n, sh));
-      } else {
-        chan_merge(acc, chunk_moments(xg + i, n, sh));
-      }
+      chan_merge(acc, chunk_moments(xg + i, n, sh));
     }
     return acc;
   };
