@@ -87,14 +87,17 @@ def test_deterministic(device, layout, dtype, activation):
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("activation", [None, "silu"])
-def test_thread_count_independent(shape, groups, dtype, activation):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_thread_count_independent(shape, groups, dtype, activation, layout):
     """CPU: the same bits with 1, 2 and 3 threads. The thread count changes the schedule (one
     thread per unit vs all threads on one unit) and with it which kernels run: with SiLU the
     fused schedule keeps dy' for the dx pass, the split one recomputes it (a last-bit
-    difference in r between the two once broke this for D >= the vector width)."""
+    difference in r between the two once broke this for D >= the vector width). In
+    channels-last a unit is a sample, so 2-sample shapes flip between the schedules too."""
     torch.manual_seed(5)
-    x = (torch.randn(shape) * 3 + 5).to(dtype)
-    dy = torch.randn(shape).to(dtype)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = (torch.randn(shape) * 3 + 5).to(dtype).contiguous(memory_format=fmt)
+    dy = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
     w, b = torch.randn(shape[1]), torch.randn(shape[1])
     act = activation or "none"
     ops = torch.ops.groupnorm_cuda
