@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_groupnorm import MiB, cpu_llc_bytes, cpu_model, n_rotating_buffers  # noqa: E402
+from bench_groupnorm import (MiB, TORCH_DTYPES, cpu_llc_bytes, cpu_model, memory_format_for,  # noqa: E402
+                             n_rotating_buffers)
 from cases import QUICK_VARIANTS, all_cases  # noqa: E402
 
 import groupnorm_cuda  # noqa: E402
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def read_pass(x: torch.Tensor) -> torch.Tensor:
@@ -42,12 +41,6 @@ def read_pass(x: torch.Tensor) -> torch.Tensor:
     n = x.numel() - (x.numel() % 2 if x.element_size() == 2 else 0)
     flat = torch.as_strided(x, (n,), (1,))
     return (flat.view(torch.float32) if x.element_size() == 2 else flat).sum()
-
-
-def layout_of(x: torch.Tensor, layout: str) -> torch.Tensor:
-    if layout == "nchw":
-        return x.contiguous()
-    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
 
 
 def main(argv=None) -> int:
@@ -59,17 +52,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cases = {c.name: c for c in all_cases()}
     variants = [(cases[n], d, lay) for n, d, lay, pass_, act in QUICK_VARIANTS
-                if pass_ == "fwd" and act is None and d in DTYPES
-                and cases[n].numel * torch.tensor([], dtype=DTYPES[d]).element_size() >= 32 * MiB]
+                if pass_ == "fwd" and act is None and cases[n].numel * TORCH_DTYPES[d].itemsize >= 32 * MiB]
     print(f"# CPU forward floor ({cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__})\n")
     print("Medians of", args.repeats, "interleaved calls, ms. floor = clone + read (x read twice).\n")
     print("| variant | MiB | clone | copy_ (no faults) | fresh fill | read | groupnorm_cuda | nn.GroupNorm "
           "| ours/clone | floor/clone | ours/floor | eager/floor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, (case, dname, layout) in enumerate(variants):
-        dtype = DTYPES[dname]
         gen = torch.Generator().manual_seed(k)
-        base = layout_of(torch.randn(case.shape, generator=gen, dtype=torch.float32).to(dtype), layout)
+        fmt = torch.contiguous_format if layout == "nchw" else memory_format_for(len(case.shape))
+        base = torch.randn(case.shape, generator=gen).to(TORCH_DTYPES[dname]).contiguous(memory_format=fmt)
         nbytes = base.numel() * base.element_size()
         nbuf = n_rotating_buffers(nbytes, cpu_llc_bytes(), 1024 * MiB)
         bufs = [base] + [base.clone() for _ in range(nbuf - 1)]
