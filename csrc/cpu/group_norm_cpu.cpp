@@ -57,6 +57,7 @@ constexpr int64_t kFusedUnitBytes = 512 << 10;  // a unit this small stays in a 
 constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that stay in L3
 constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
 constexpr int64_t kPrefetchBytes = 2048;        // NHWC row walks: prefetch distance, bytes ahead
+constexpr int64_t kStatBlockBytes = 16384;      // NHWC statistics: rows walked per channel tile at a time
 
 // dst[i] += src[i]
 template <typename A>
@@ -494,9 +495,72 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   run_schedule(sched, stats, finish, apply);
 }
 
+// Per-channel Welford update over `rows` rows of C values (stride C) starting at x: continues
+// the running mean and M2 of the data shifted by sh in cmean / cm2, row k weighted by
+// inv[k] = 1 / (rows seen before + k + 1). Channels go in tiles of up to 4 vectors whose mean
+// and M2 stay in registers across the rows (independent dependency chains); a per-row update
+// of L1 arrays instead costs a store and a reload per vector and ran at half the speed on data
+// in cache. Each channel gets the same arithmetic, row by row, whatever its tile, so the result
+// does not depend on the tiling.
+template <int kW, typename T>
+GN_HOT inline void welford_tile(const T* x, int64_t rows, int64_t C, const acc_t<T>* sh, const acc_t<T>* inv,
+                                acc_t<T>* cmean, acc_t<T>* cm2) {
+  using A = acc_t<T>;
+  using V = Vectorized<A>;
+  constexpr int64_t K = V::size();
+  V vsh[kW], m[kW], q[kW];
+  for (int j = 0; j < kW; ++j) {
+    vsh[j] = V::loadu(sh + j * K);
+    m[j] = V::loadu(cmean + j * K);
+    q[j] = V::loadu(cm2 + j * K);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const V vi(inv[r]);
+    for (int j = 0; j < kW; ++j) {
+      const V d = VecIO<T>::load1(x + r * C + j * K) - vsh[j];
+      const V delta = d - m[j];
+      m[j] = at::vec::fmadd(delta, vi, m[j]);
+      q[j] = at::vec::fmadd(delta, d - m[j], q[j]);
+    }
+  }
+  for (int j = 0; j < kW; ++j) {
+    m[j].store(cmean + j * K);
+    q[j].store(cm2 + j * K);
+  }
+}
+
+template <typename T>
+GN_HOT inline void welford_rows(const T* x, int64_t rows, int64_t C, const acc_t<T>* sh, const acc_t<T>* inv,
+                                acc_t<T>* cmean, acc_t<T>* cm2) {
+  using A = acc_t<T>;
+  constexpr int64_t K = Vectorized<A>::size();
+  int64_t c = 0;
+  for (; c + 4 * K <= C; c += 4 * K) welford_tile<4>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
+  if (c + 2 * K <= C) {
+    welford_tile<2>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
+    c += 2 * K;
+  }
+  if (c + K <= C) {
+    welford_tile<1>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
+    c += K;
+  }
+  for (; c < C; ++c) {
+    A m = cmean[c], q = cm2[c];
+    for (int64_t r = 0; r < rows; ++r) {
+      const A d = static_cast<A>(x[r * C + c]) - sh[c];
+      const A delta = d - m;
+      m += delta * inv[r];
+      q += delta * (d - m);
+    }
+    cmean[c] = m;
+    cm2[c] = q;
+  }
+}
+
 // The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk across
 // rows does not) with per-channel accumulators and coefficients in L1 arrays, and convert half
-// types in registers (VecIO).
+// types in registers (VecIO). The forward statistics walk a block of rows in L1 per channel
+// tile instead (welford_rows), after prefetching the block's rows in memory order.
 
 // Per-channel scratch of one unit (sample) in the NHWC kernels. A fused task owns one slot
 // per thread; the split schedule uses slot 0, filled by finish() before the parallel apply.
@@ -534,14 +598,21 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   Scratch<A> scratch;
   const std::vector<A> wv = params_acc(a.w, C, A(1)), bv = params_acc(a.b, C, A(0));
 
+  const int64_t block_rows = std::max<int64_t>(1, kStatBlockBytes / (C * static_cast<int64_t>(sizeof(T))));
+  std::vector<A> inv_rows(rows_per_piece);  // Welford weights 1 / k of a piece's k-th row
+  for (int64_t k = 0; k < rows_per_piece; ++k) inv_rows[k] = A(1) / static_cast<A>(k + 1);
   auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
     for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
   };
   // Moments of the G groups over rows [r0, r1) of sample n: a per-channel Welford update per
   // row on the shifted data (every channel has seen the same number of rows, so the update
-  // weight 1/k is a scalar and the update is a vector loop over the row), then the D channels
-  // of a group (equal counts) are merged. One pass: rows are walked in memory order with the
-  // per-channel shift, mean and M2 arrays in L1, half types converted once, in registers.
+  // weight 1/k is a scalar), then the D channels of a group (equal counts) are merged. The rows
+  // go in blocks of about kStatBlockBytes: the block's rows are prefetched, then welford_rows
+  // walks the block once per channel tile (re-reads from L1) with the tile's running mean and
+  // M2 in registers. Measured, 2 threads, interleaved in one process: this pass on a 33.5 MB
+  // bf16 channels-last sample 2.51 -> 2.27 ms, on a resnet 32x256x56x56 fp32 one 6.1 -> 5.2 ms,
+  // against a row-by-row walk with the running moments in L1 arrays (8 and 32 KiB blocks, or
+  // reading each block into L1 before the arithmetic, were slower).
   auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
     const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
     const T* xs = a.x + n * HxW * C;
@@ -549,31 +620,11 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
     A* cmean = sh + C;  // per-channel moments of the rows seen so far
     A* cm2 = cmean + C;
     fill_shift(xs, sh);
-    walk<T>(
-        C, nullptr, [&](int64_t c, const V& x) { (x - V::loadu(sh + c)).store(cmean + c); },
-        [&](int64_t c, A x) { cmean[c] = x - sh[c]; }, xs + r0 * C);
-    std::fill(cm2, cm2 + C, A(0));
-    for (int64_t r = r0 + 1; r < r1; ++r) {
-      prefetch_ahead(xs + r * C, C);
-      const A inv = A(1) / static_cast<A>(r - r0 + 1);
-      const V vinv(inv);
-      walk<T>(
-          C, nullptr,
-          [&](int64_t c, const V& x) {
-            const V d = x - V::loadu(sh + c);
-            const V m0 = V::loadu(cmean + c);
-            const V delta = d - m0;
-            const V m1 = at::vec::fmadd(delta, vinv, m0);
-            m1.store(cmean + c);
-            at::vec::fmadd(delta, d - m1, V::loadu(cm2 + c)).store(cm2 + c);
-          },
-          [&](int64_t c, A x) {
-            const A d = x - sh[c];
-            const A delta = d - cmean[c];
-            cmean[c] += delta * inv;
-            cm2[c] += delta * (d - cmean[c]);
-          },
-          xs + r * C);
+    std::fill(cmean, cmean + 2 * C, A(0));
+    for (int64_t rb = r0; rb < r1; rb += block_rows) {
+      const int64_t rows = std::min(block_rows, r1 - rb);
+      for (int64_t r = rb; r < rb + rows; ++r) prefetch_ahead(xs + r * C, C);
+      welford_rows(xs + rb * C, rows, C, sh, inv_rows.data() + (rb - r0), cmean, cm2);
     }
     const int64_t seen = r1 - r0;
     // Groups: D channels of `seen` rows each.
