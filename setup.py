@@ -71,13 +71,17 @@ def _cpu_isa_flags():
     isa = os.environ.get("GROUPNORM_CPU_ISA", "native").strip().lower()
     if isa not in ("native", "avx512", "avx2", "baseline"):
         sys.exit(f"GROUPNORM_CPU_ISA must be native, avx512, avx2 or baseline, got {isa!r}")
+    bf16 = False
     if isa == "native":
         flags = _cpu_flags()
         isa = "avx512" if all(f in flags for f in _AVX512) else "avx2" if all(f in flags for f in _AVX2) else "baseline"
-    print(f"groupnorm_cuda: CPU kernels built for {isa}", flush=True)
+        # The hardware float -> bf16 conversion, only where this CPU has it (not with an
+        # explicit GROUPNORM_CPU_ISA=avx512, which must run on any AVX-512 machine).
+        bf16 = isa == "avx512" and "avx512_bf16" in flags
+    print(f"groupnorm_cuda: CPU kernels built for {isa}{' + avx512_bf16' if bf16 else ''}", flush=True)
     if isa == "avx512":
         return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
-                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"] + (["-mavx512bf16"] if bf16 else [])
     if isa == "avx2":
         return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return []

@@ -78,6 +78,11 @@ inline A hsum(const Vectorized<A>& v) {
 
 // Vectors of the accumulation type read from and written to T memory, converted in
 // registers. A step is one Vectorized<T>: kN = 2 vectors of A for half types, else 1.
+// Where the build enables AVX512-BF16 (setup.py, on a CPU that has it), float -> bf16 is the
+// hardware's round-to-nearest-even conversion (one instruction per 32 values, in place of
+// at::vec's ~12 integer operations): the same bits for every normal and zero result; results
+// below bf16's smallest normal (~1.2e-38) become zero, and NaNs keep their sign and payload.
+// Measured: the 33.5 MB bf16 channels-last forward ~3% faster.
 template <typename T>
 struct VecIO {
   using A = acc_t<T>;
@@ -97,6 +102,12 @@ struct VecIO {
   }
   static void store(T* p, const V* v) {
     if constexpr (kHalf) {
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<T, at::BFloat16>) {
+        _mm512_storeu_si512(p, (__m512i)_mm512_cvtne2ps_pbh(v[1], v[0]));
+        return;
+      }
+#endif
       at::vec::convert_from_float<T>(v[0], v[1]).store(p);
     } else {
       v[0].store(p);
@@ -114,6 +125,12 @@ struct VecIO {
   }
   static void store1(T* p, const V& v) {
     if constexpr (kHalf) {
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<T, at::BFloat16>) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+        return;
+      }
+#endif
       at::vec::convert_from_float<T>(v, v).store(p, K);
     } else {
       v.store(p);
