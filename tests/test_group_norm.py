@@ -15,7 +15,9 @@ from reference import FLOOR, reference, rel_err, torch_same_precision
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 # (shape, num_groups): ranks 2..5; G = 1, G = C and in between; spatial size 1; sizes that are
-# not multiples of any vector width; channels spanning several CPU pieces.
+# not multiples of any vector width; channels spanning several CPU pieces; channels-last rows
+# of 100 channels (the CPU statistics' 4-, 2- and 1-vector channel tiles and a scalar tail) over
+# several pieces and row blocks.
 SHAPES = [
     ((3, 12), 2),
     ((2, 8, 13), 4),
@@ -26,6 +28,7 @@ SHAPES = [
     ((2, 10, 3, 4, 5), 5),
     ((1, 4, 133, 131), 2),
     ((2, 33, 3, 5), 11),
+    ((2, 100, 13, 17), 10),
 ]
 LAYOUTS = ["contiguous", "channels_last", "noncontiguous"]
 AFFINE = ["both", "none", "weight", "bias"]
