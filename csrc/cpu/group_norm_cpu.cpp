@@ -616,8 +616,9 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   const std::vector<A> wv = params_acc(a.w, C, A(1)), bv = params_acc(a.b, C, A(0));
 
   const int64_t block_rows = std::max<int64_t>(1, kStatBlockBytes / (C * static_cast<int64_t>(sizeof(T))));
-  std::vector<A> inv_rows(rows_per_piece);  // Welford weights 1 / k of a piece's k-th row
-  for (int64_t k = 0; k < rows_per_piece; ++k) inv_rows[k] = A(1) / static_cast<A>(k + 1);
+  // Welford weights 1 / k of a piece's k-th row (one division per row of a piece, per call).
+  std::vector<A> inv_rows(std::min(rows_per_piece, HxW));
+  for (size_t k = 0; k < inv_rows.size(); ++k) inv_rows[k] = A(1) / static_cast<A>(k + 1);
   auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
     for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
   };
