@@ -641,7 +641,7 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
     std::fill(cmean, cmean + 2 * C, A(0));
     for (int64_t rb = r0; rb < r1; rb += block_rows) {
       const int64_t rows = std::min(block_rows, r1 - rb);
-      for (int64_t r = rb; r < rb + rows; ++r) prefetch_ahead(xs + r * C, C);
+      prefetch_ahead(xs + rb * C, rows * C);  // the block's rows are contiguous
       welford_rows(xs + rb * C, rows, C, sh, inv_rows.data() + (rb - r0), cmean, cm2);
     }
     const int64_t seen = r1 - r0;
