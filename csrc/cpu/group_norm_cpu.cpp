@@ -58,6 +58,7 @@ constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that 
 constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
 constexpr int64_t kPrefetchBytes = 2048;        // NHWC row walks: prefetch distance, bytes ahead
 constexpr int64_t kStatBlockBytes = 16384;      // NHWC statistics: rows walked per channel tile at a time
+constexpr int kStreams = 4;                     // NHWC forward: pieces one thread walks together
 
 // dst[i] += src[i]
 template <typename A>
@@ -382,31 +383,62 @@ inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t un
   return s;
 }
 
-// Runs `stats(unit, piece)` for every piece, `finish(unit)` once all pieces of a unit are
-// done, then `apply(unit, piece)` for every piece, with the schedule above. The callbacks
-// must merge piece results in piece order (they receive the piece index).
+// Runs `stats(unit, p0, p1)` over ranges of pieces that cover every piece of a unit, then
+// `finish(unit)` once all of them are done, then `apply(unit, p0, p1)` likewise, with the
+// schedule above: fused, one call of each per unit covering all its pieces; split, one range
+// per thread. The callbacks must merge piece results in piece order (they receive the piece
+// indices), which makes the result independent of the schedule and the thread count.
 template <typename Stats, typename Finish, typename Apply>
-void run_schedule(const Schedule& s, const Stats& stats, const Finish& finish, const Apply& apply) {
+void run_schedule_ranges(const Schedule& s, const Stats& stats, const Finish& finish, const Apply& apply) {
   if (s.units == 0) return;
+  const int64_t pieces = s.pieces_per_unit;
   if (s.fused) {
     at::parallel_for(0, s.units, 1, [&](int64_t begin, int64_t end) {
       for (int64_t u = begin; u < end; ++u) {
-        for (int64_t p = 0; p < s.pieces_per_unit; ++p) stats(u, p);
+        stats(u, int64_t{0}, pieces);
         finish(u);
-        for (int64_t p = 0; p < s.pieces_per_unit; ++p) apply(u, p);
+        apply(u, int64_t{0}, pieces);
       }
     });
     return;
   }
   for (int64_t u = 0; u < s.units; ++u) {
-    at::parallel_for(0, s.pieces_per_unit, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) stats(u, p);
-    });
+    at::parallel_for(0, pieces, 1, [&](int64_t begin, int64_t end) { stats(u, begin, end); });
     finish(u);
-    at::parallel_for(0, s.pieces_per_unit, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) apply(u, p);
-    });
+    at::parallel_for(0, pieces, 1, [&](int64_t begin, int64_t end) { apply(u, begin, end); });
   }
+}
+
+// The same with `stats(unit, piece)` and `apply(unit, piece)` called for one piece at a time,
+// in piece order within a range.
+template <typename Stats, typename Finish, typename Apply>
+void run_schedule(const Schedule& s, const Stats& stats, const Finish& finish, const Apply& apply) {
+  run_schedule_ranges(
+      s, [&](int64_t u, int64_t p0, int64_t p1) { for (int64_t p = p0; p < p1; ++p) stats(u, p); }, finish,
+      [&](int64_t u, int64_t p0, int64_t p1) { for (int64_t p = p0; p < p1; ++p) apply(u, p); });
+}
+
+// Pieces [p0, p1) of a unit as kStreams far-apart streams of memory per thread: the pieces
+// below `full` (those with the whole rows_per_piece rows) go in groups of kStreams, piece
+// p0 + i with p0 + i + q, p0 + i + 2q, ... (q = a quarter of them), passed to
+// group(const int64_t* ps); the rest go one at a time to one(p). Why: with one stream per
+// thread, memory wait and arithmetic added up in the NHWC forward's passes (its statistics
+// pass took 2.1 ms on a 33.5 MB bf16 sample that a plain read covers in 1.6 ms); with four
+// streams at once, each prefetched a row ahead, they overlap. Measured, 2 threads, 2-core
+// AVX-512 VM, variants switched call by call in one process: statistics pass 2.06 -> 1.67 ms
+// (2 streams: 1.76, 8: no better than 4); whole forward 1x128x8x128x128 bf16 channels-last
+// 10.29 -> 9.54 ms, 32x256x56x56 fp32 channels-last 26.8 -> 24.7 ms. A plain-C++ read of
+// 32 MiB behaves alike here (1 stream 1.24 ms, 4 streams with prefetch 1.11 ms; with
+// Welford arithmetic 1.7-2.0 vs 1.1 ms).
+template <typename Group, typename One>
+void piece_streams(int64_t p0, int64_t p1, int64_t full, const Group& group, const One& one) {
+  const int64_t q = std::max<int64_t>(0, std::min(p1, full) - p0) / kStreams;
+  int64_t ps[kStreams];
+  for (int64_t i = 0; i < q; ++i) {
+    for (int k = 0; k < kStreams; ++k) ps[k] = p0 + i + k * q;
+    group(static_cast<const int64_t*>(ps));
+  }
+  for (int64_t p = p0 + kStreams * q; p < p1; ++p) one(p);
 }
 
 // Per-thread scratch: one vector per thread id, grown on demand.
@@ -512,72 +544,98 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   run_schedule(sched, stats, finish, apply);
 }
 
-// Per-channel Welford update over `rows` rows of C values (stride C) starting at x: continues
-// the running mean and M2 of the data shifted by sh in cmean / cm2, row k weighted by
-// inv[k] = 1 / (rows seen before + k + 1). Channels go in tiles of up to 4 vectors whose mean
-// and M2 stay in registers across the rows (independent dependency chains); a per-row update
-// of L1 arrays instead costs a store and a reload per vector and ran at half the speed on data
-// in cache. Each channel gets the same arithmetic, row by row, whatever its tile, so the result
-// does not depend on the tiling.
-template <int kW, typename T>
-GN_HOT inline void welford_tile(const T* x, int64_t rows, int64_t C, const acc_t<T>* sh, const acc_t<T>* inv,
-                                acc_t<T>* cmean, acc_t<T>* cm2) {
+// Per-channel Welford update over `rows` rows of C values (stride C) in each of kS streams
+// x[0..kS): continues the running mean and M2 of the data shifted by sh in cmean[k] / cm2[k],
+// row r weighted by inv[r] = 1 / (rows seen before + r + 1) (the same in every stream).
+// Channels [c, c + kW vectors) form a tile whose mean and M2 stay in registers across the
+// rows (independent dependency chains, kS * kW of each); a per-row update of L1 arrays instead
+// costs a store and a reload per vector and ran at half the speed on data in cache. With kPF
+// each row is prefetched kPrefetchBytes ahead as the tile reaches it (the first tile of a
+// block; the others re-read the block from L1). Each channel of each stream gets the same
+// arithmetic, row by row, whatever its tile and whatever the other streams, so the result does
+// not depend on the tiling or on the grouping of pieces into streams.
+template <int kW, int kS, bool kPF, typename T>
+GN_HOT inline void welford_tile(const T* const* x, int64_t rows, int64_t C, int64_t c, const acc_t<T>* sh,
+                                const acc_t<T>* inv, acc_t<T>* const* cmean, acc_t<T>* const* cm2) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   constexpr int64_t K = V::size();
-  V vsh[kW], m[kW], q[kW];
-  for (int j = 0; j < kW; ++j) {
-    vsh[j] = V::loadu(sh + j * K);
-    m[j] = V::loadu(cmean + j * K);
-    q[j] = V::loadu(cm2 + j * K);
-  }
+  V vsh[kW], m[kS][kW], q[kS][kW];
+  for (int j = 0; j < kW; ++j) vsh[j] = V::loadu(sh + c + j * K);
+  for (int k = 0; k < kS; ++k)
+    for (int j = 0; j < kW; ++j) {
+      m[k][j] = V::loadu(cmean[k] + c + j * K);
+      q[k][j] = V::loadu(cm2[k] + c + j * K);
+    }
   for (int64_t r = 0; r < rows; ++r) {
     const V vi(inv[r]);
-    for (int j = 0; j < kW; ++j) {
-      const V d = VecIO<T>::load1(x + r * C + j * K) - vsh[j];
-      const V delta = d - m[j];
-      m[j] = at::vec::fmadd(delta, vi, m[j]);
-      q[j] = at::vec::fmadd(delta, d - m[j], q[j]);
+    for (int k = 0; k < kS; ++k) {
+      const T* xr = x[k] + r * C;
+      if (kPF) prefetch_ahead(xr, C);
+      for (int j = 0; j < kW; ++j) {
+        const V d = VecIO<T>::load1(xr + c + j * K) - vsh[j];
+        const V delta = d - m[k][j];
+        m[k][j] = at::vec::fmadd(delta, vi, m[k][j]);
+        q[k][j] = at::vec::fmadd(delta, d - m[k][j], q[k][j]);
+      }
     }
   }
-  for (int j = 0; j < kW; ++j) {
-    m[j].store(cmean + j * K);
-    q[j].store(cm2 + j * K);
-  }
+  for (int k = 0; k < kS; ++k)
+    for (int j = 0; j < kW; ++j) {
+      m[k][j].store(cmean[k] + c + j * K);
+      q[k][j].store(cm2[k] + c + j * K);
+    }
 }
 
-template <typename T>
-GN_HOT inline void welford_rows(const T* x, int64_t rows, int64_t C, const acc_t<T>* sh, const acc_t<T>* inv,
-                                acc_t<T>* cmean, acc_t<T>* cm2) {
+// A block of rows of kS streams, one channel tile at a time: tiles of kMaxW vectors (4, or 2
+// for four streams: the running moments of 2 * kS * kMaxW vectors and kMaxW shift vectors stay
+// within the 32 vector registers), then 2 and 1 vectors, then a scalar tail.
+template <int kS, typename T>
+GN_HOT inline void welford_rows(const T* const* x, int64_t rows, int64_t C, const acc_t<T>* sh, const acc_t<T>* inv,
+                                acc_t<T>* const* cmean, acc_t<T>* const* cm2) {
   using A = acc_t<T>;
   constexpr int64_t K = Vectorized<A>::size();
+  constexpr int kMaxW = kS >= 4 ? 2 : 4;
+  bool first = true;  // the first tile prefetches
+  auto tile = [&](auto w, int64_t c) {
+    constexpr int kW = decltype(w)::value;
+    if (first)
+      welford_tile<kW, kS, true>(x, rows, C, c, sh, inv, cmean, cm2);
+    else
+      welford_tile<kW, kS, false>(x, rows, C, c, sh, inv, cmean, cm2);
+    first = false;
+  };
   int64_t c = 0;
-  for (; c + 4 * K <= C; c += 4 * K) welford_tile<4>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
-  if (c + 2 * K <= C) {
-    welford_tile<2>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
+  for (; c + kMaxW * K <= C; c += kMaxW * K) tile(std::integral_constant<int, kMaxW>{}, c);
+  if (kMaxW > 2 && c + 2 * K <= C) {
+    tile(std::integral_constant<int, 2>{}, c);
     c += 2 * K;
   }
   if (c + K <= C) {
-    welford_tile<1>(x + c, rows, C, sh + c, inv, cmean + c, cm2 + c);
+    tile(std::integral_constant<int, 1>{}, c);
     c += K;
   }
-  for (; c < C; ++c) {
-    A m = cmean[c], q = cm2[c];
-    for (int64_t r = 0; r < rows; ++r) {
-      const A d = static_cast<A>(x[r * C + c]) - sh[c];
-      const A delta = d - m;
-      m += delta * inv[r];
-      q += delta * (d - m);
+  if (first)  // C < K: nothing prefetched yet
+    for (int k = 0; k < kS; ++k) prefetch_ahead(x[k], rows * C);
+  for (; c < C; ++c)
+    for (int k = 0; k < kS; ++k) {
+      A m = cmean[k][c], q = cm2[k][c];
+      for (int64_t r = 0; r < rows; ++r) {
+        const A d = static_cast<A>(x[k][r * C + c]) - sh[c];
+        const A delta = d - m;
+        m += delta * inv[r];
+        q += delta * (d - m);
+      }
+      cmean[k][c] = m;
+      cm2[k][c] = q;
     }
-    cmean[c] = m;
-    cm2[c] = q;
-  }
 }
 
 // The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk across
 // rows does not) with per-channel accumulators and coefficients in L1 arrays, and convert half
 // types in registers (VecIO). The forward statistics walk a block of rows in L1 per channel
-// tile instead (welford_rows), after prefetching the block's rows in memory order.
+// tile instead (welford_rows; its first tile prefetches each row ahead), and the forward's
+// two passes walk four pieces at a time per thread (piece_streams).
 
 // Per-channel scratch of one unit (sample) in the NHWC kernels. A fused task owns one slot
 // per thread; the split schedule uses slot 0, filled by finish() before the parallel apply.
@@ -615,56 +673,76 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
   Scratch<A> scratch;
   const std::vector<A> wv = params_acc(a.w, C, A(1)), bv = params_acc(a.b, C, A(0));
 
-  const int64_t block_rows = std::max<int64_t>(1, kStatBlockBytes / (C * static_cast<int64_t>(sizeof(T))));
   // Welford weights 1 / k of a piece's k-th row (one division per row of a piece, per call).
   std::vector<A> inv_rows(std::min(rows_per_piece, HxW));
   for (size_t k = 0; k < inv_rows.size(); ++k) inv_rows[k] = A(1) / static_cast<A>(k + 1);
+  const int64_t full_pieces = HxW / rows_per_piece;  // pieces with all rows_per_piece rows
   auto fill_shift = [&](const T* xs, A* sh) {  // the group's first element (row 0)
     for (int64_t g = 0; g < G; ++g) std::fill(sh + g * D, sh + (g + 1) * D, static_cast<A>(xs[g * D]));
   };
-  // Moments of the G groups over rows [r0, r1) of sample n: a per-channel Welford update per
-  // row on the shifted data (every channel has seen the same number of rows, so the update
-  // weight 1/k is a scalar), then the D channels of a group (equal counts) are merged. The rows
-  // go in blocks of about kStatBlockBytes: the block's rows are prefetched, then welford_rows
-  // walks the block once per channel tile (re-reads from L1) with the tile's running mean and
-  // M2 in registers. Measured, 2 threads, interleaved in one process: this pass on a 33.5 MB
-  // bf16 channels-last sample 2.51 -> 2.27 ms, on a resnet 32x256x56x56 fp32 one 6.1 -> 5.2 ms,
-  // against a row-by-row walk with the running moments in L1 arrays (8 and 32 KiB blocks, or
-  // reading each block into L1 before the arithmetic, were slower).
-  auto piece_moments = [&](int64_t n, int64_t p, Moments<A>* out /* G entries */) {
-    const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
+  // Moments of the G groups over the rows of kS pieces ps[0..kS) of sample n (with the same
+  // number of rows), walked together, into out[k][0..G): a per-channel Welford update per row on
+  // the shifted data (every channel has seen the same number of rows, so the update weight 1/k
+  // is a scalar), then the D channels of a group (equal counts) are merged. The rows go in
+  // blocks of about kStatBlockBytes over all streams, which welford_rows walks once per channel
+  // tile (re-reads from L1) with the tile's running mean and M2 in registers. The result of a
+  // piece is the same whether it went alone or with others.
+  auto pieces_moments = [&](auto streams, int64_t n, const int64_t* ps, Moments<A>* const* out) {
+    constexpr int kS = decltype(streams)::value;
+    const int64_t r0 = ps[0] * rows_per_piece, seen = std::min(HxW, r0 + rows_per_piece) - r0;
+    const int64_t block_rows =
+        std::max<int64_t>(1, kStatBlockBytes / (kS * C * static_cast<int64_t>(sizeof(T))));
     const T* xs = a.x + n * HxW * C;
-    A* sh = scratch.get(3 * C);
-    A* cmean = sh + C;  // per-channel moments of the rows seen so far
-    A* cm2 = cmean + C;
+    A* sh = scratch.get((1 + 2 * kS) * C);
     fill_shift(xs, sh);
-    std::fill(cmean, cmean + 2 * C, A(0));
-    for (int64_t rb = r0; rb < r1; rb += block_rows) {
-      const int64_t rows = std::min(block_rows, r1 - rb);
-      prefetch_ahead(xs + rb * C, rows * C);  // the block's rows are contiguous
-      welford_rows(xs + rb * C, rows, C, sh, inv_rows.data() + (rb - r0), cmean, cm2);
+    std::fill(sh + C, sh + (1 + 2 * kS) * C, A(0));
+    const T* xb[kS];
+    A* cmean[kS];  // per-channel moments of the rows seen so far
+    A* cm2[kS];
+    for (int k = 0; k < kS; ++k) {
+      cmean[k] = sh + (1 + 2 * k) * C;
+      cm2[k] = cmean[k] + C;
     }
-    const int64_t seen = r1 - r0;
+    for (int64_t rb = 0; rb < seen; rb += block_rows) {
+      const int64_t rows = std::min(block_rows, seen - rb);
+      for (int k = 0; k < kS; ++k) xb[k] = xs + (ps[k] * rows_per_piece + rb) * C;
+      welford_rows<kS>(xb, rows, C, sh, inv_rows.data() + rb, cmean, cm2);
+    }
     // Groups: D channels of `seen` rows each.
     const A inv_d = A(1) / static_cast<A>(D);
-    for (int64_t g = 0; g < G; ++g) {
-      const A* gm = cmean + g * D;
-      Moments<A> m;
-      m.n = seen * D;
-      m.mean = sum_vec(gm, D) * inv_d;
-      m.m2 = sum_vec(cm2 + g * D, D) + static_cast<A>(seen) * sum_sq_dev(gm, D, m.mean);
-      out[g] = m;
-    }
+    for (int k = 0; k < kS; ++k)
+      for (int64_t g = 0; g < G; ++g) {
+        const A* gm = cmean[k] + g * D;
+        Moments<A> m;
+        m.n = seen * D;
+        m.mean = sum_vec(gm, D) * inv_d;
+        m.m2 = sum_vec(cm2[k] + g * D, D) + static_cast<A>(seen) * sum_sq_dev(gm, D, m.mean);
+        out[k][g] = m;
+      }
   };
-  auto stats = [&](int64_t n, int64_t p) {
-    if (sched.fused) {
+  // Pieces [p0, p1) of sample n into out[(p - p0) * G ...], as streams (piece_streams).
+  auto range_moments = [&](int64_t n, int64_t p0, int64_t p1, Moments<A>* out) {
+    piece_streams(
+        p0, p1, full_pieces,
+        [&](const int64_t* ps) {
+          Moments<A>* outs[kStreams];
+          for (int k = 0; k < kStreams; ++k) outs[k] = out + (ps[k] - p0) * G;
+          pieces_moments(std::integral_constant<int, kStreams>{}, n, ps, outs);
+        },
+        [&](int64_t p) {
+          Moments<A>* o = out + (p - p0) * G;
+          pieces_moments(std::integral_constant<int, 1>{}, n, &p, &o);
+        });
+  };
+  Scratch<Moments<A>> unit_partial;  // fused: one unit's per-piece moments per thread
+  auto stats = [&](int64_t n, int64_t p0, int64_t p1) {
+    Moments<A>* part = sched.fused ? unit_partial.get(pieces * G) : partial.data();
+    range_moments(n, p0, p1, part + p0 * G);
+    if (sched.fused) {  // merged in piece order, as finish() does for the split schedule
       Moments<A>* row = moments.data() + n * G;
-      if (p == 0) std::fill(row, row + G, Moments<A>{});
-      std::vector<Moments<A>> tmp(G);
-      piece_moments(n, p, tmp.data());
-      for (int64_t g = 0; g < G; ++g) chan_merge(row[g], tmp[g]);
-    } else {
-      piece_moments(n, p, partial.data() + p * G);
+      std::fill(row, row + G, Moments<A>{});
+      for (int64_t p = 0; p < pieces; ++p)
+        for (int64_t g = 0; g < G; ++g) chan_merge(row[g], part[p * G + g]);
     }
   };
   auto finish = [&](int64_t n) {
@@ -694,30 +772,38 @@ void forward_nhwc(const FwdArgs<T, W>& a) {
     }
   };
   const bool silu = a.act == Activation::SiLU;
-  auto apply = [&](int64_t n, int64_t p) {
-    const int64_t r0 = p * rows_per_piece, r1 = std::min(HxW, r0 + rows_per_piece);
+  // Rows of kS pieces of sample n, taken in turn (row k of each piece, then row k + 1).
+  auto apply_pieces = [&](int64_t n, const int64_t* ps, int kS) {
     const T* xs = a.x + n * HxW * C;
     T* ys = a.y + n * HxW * C;
     const A* ch = chans.slot(sched.fused);
     const A *sh = ch, *sc = ch + C, *bb = ch + 2 * C;
-    for (int64_t r = r0; r < r1; ++r) {
-      prefetch_ahead(xs + r * C, C);
-      if (silu) {
-        walk<T>(
-            C, ys + r * C,
-            [&](int64_t c, const V& x) {
-              return silu_vec<T>(at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)));
-            },
-            [&](int64_t c, A x) { return silu_scalar((x - sh[c]) * sc[c] + bb[c]); }, xs + r * C);
-      } else {
-        walk<T>(
-            C, ys + r * C,
-            [&](int64_t c, const V& x) { return at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)); },
-            [&](int64_t c, A x) { return (x - sh[c]) * sc[c] + bb[c]; }, xs + r * C);
+    const int64_t rows = std::min(HxW, ps[0] * rows_per_piece + rows_per_piece) - ps[0] * rows_per_piece;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int k = 0; k < kS; ++k) {
+        const int64_t r = ps[k] * rows_per_piece + i;
+        prefetch_ahead(xs + r * C, C);
+        if (silu) {
+          walk<T>(
+              C, ys + r * C,
+              [&](int64_t c, const V& x) {
+                return silu_vec<T>(at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)));
+              },
+              [&](int64_t c, A x) { return silu_scalar((x - sh[c]) * sc[c] + bb[c]); }, xs + r * C);
+        } else {
+          walk<T>(
+              C, ys + r * C,
+              [&](int64_t c, const V& x) { return at::vec::fmadd(x - V::loadu(sh + c), V::loadu(sc + c), V::loadu(bb + c)); },
+              [&](int64_t c, A x) { return (x - sh[c]) * sc[c] + bb[c]; }, xs + r * C);
+        }
       }
-    }
   };
-  run_schedule(sched, stats, finish, apply);
+  auto apply = [&](int64_t n, int64_t p0, int64_t p1) {
+    piece_streams(
+        p0, p1, full_pieces, [&](const int64_t* ps) { apply_pieces(n, ps, kStreams); },
+        [&](int64_t p) { apply_pieces(n, &p, 1); });
+  };
+  run_schedule_ranges(sched, stats, finish, apply);
 }
 
 // ---------------------------------------------------------------------------------------
