@@ -17,7 +17,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # (shape, num_groups): ranks 2..5; G = 1, G = C and in between; spatial size 1; sizes that are
 # not multiples of any vector width; channels spanning several CPU pieces; channels-last rows
 # of 100 channels (the CPU statistics' 4-, 2- and 1-vector channel tiles and a scalar tail) over
-# several pieces and row blocks; channels-last samples of 28 full pieces plus a partial one (the
+# several pieces and row blocks; channels-last samples of 13 full pieces plus a partial one (the
 # CPU forward walks four pieces at a time per thread, with 1, 2 or 3 threads).
 SHAPES = [
     ((3, 12), 2),
@@ -30,7 +30,7 @@ SHAPES = [
     ((1, 4, 133, 131), 2),
     ((2, 33, 3, 5), 11),
     ((2, 100, 13, 17), 10),
-    ((1, 72, 41, 157), 8),
+    ((1, 72, 91, 131), 8),
 ]
 LAYOUTS = ["contiguous", "channels_last", "noncontiguous"]
 AFFINE = ["both", "none", "weight", "bias"]
