@@ -61,6 +61,7 @@ constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that 
 constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
 constexpr int64_t kPrefetchBytes = 2048;        // NHWC row walks: prefetch distance, bytes ahead
 constexpr int64_t kStatBlockBytes = 16384;      // NHWC statistics: rows walked per channel tile at a time
+constexpr int64_t kNextUnitBytes = 64 << 10;    // NCHW fused: a unit this small prefetches the next one
 constexpr int kStreams = 4;                     // NHWC forward: pieces one thread walks together
 
 // dst[i] += src[i]
@@ -184,7 +185,8 @@ inline void walk(int64_t n, T* out, const FV& fv, const FS& fs, const In*... in)
   }
 }
 
-// Software prefetch of the n values at p + kPrefetchBytes, one hint per cache line. The NHWC
+// Software prefetch of the n values at p + ahead_bytes (prefetch_ahead: p + kPrefetchBytes),
+// one hint per cache line. The NHWC
 // kernels walk a unit row by row (C values each); with the hardware prefetcher alone the
 // reductions' first pass ran ~30% slower than a plain read of the same bytes (measured on a
 // 33.5 MB bf16 sample, 2.0 vs 1.6 ms; with the hint they match), and the forward's
@@ -192,10 +194,14 @@ inline void walk(int64_t n, T* out, const FV& fv, const FS& fs, const In*... in)
 // tensor is harmless (prefetches never fault); the address is formed as an integer so that
 // no out-of-bounds pointer is.
 template <typename T>
-inline void prefetch_ahead(const T* p, int64_t n) {
-  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchBytes;
+inline void prefetch_at(const T* p, int64_t ahead_bytes, int64_t n) {
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead_bytes);
   const uintptr_t bytes = static_cast<uintptr_t>(n) * sizeof(T);
   for (uintptr_t off = 0; off < bytes; off += 64) __builtin_prefetch(reinterpret_cast<const void*>(q + off), 0, 3);
+}
+template <typename T>
+inline void prefetch_ahead(const T* p, int64_t n) {
+  prefetch_at(p, kPrefetchBytes, n);
 }
 
 // Vectorized sum of n values of A (fixed order).
@@ -496,6 +502,13 @@ void forward_nchw(const FwdArgs<T, W>& a) {
   std::vector<Moments<A>> unit_moments(units);
   std::vector<A> shift(units);
   constexpr int64_t kChunk = 2048;
+  // Fused, small units: the normalization pass of a unit (from L1/L2) prefetches the same
+  // range of the next unit, whose statistics pass then finds it in cache; without it a
+  // thread reads DRAM only during statistics passes. Measured, fp32, G = 32, 2 threads,
+  // interleaved calls: forward 32x2048x7x7 (12 KiB units) 1.58 -> 1.31 ms, 32x1024x14x14 (24
+  // KiB) 3.15 -> 2.63 ms, 8x512x32x32 (64 KiB) 1.85 -> 1.55 ms, 32x512x28x28 (49 KiB) -3%;
+  // larger units lost: 32x256x56x56 (98 KiB) +2%, 1x512x128x128 (1 MiB) +8%.
+  const bool next_unit = sched.fused && M * static_cast<int64_t>(sizeof(T)) <= kNextUnitBytes;
 
   auto piece_moments = [&](int64_t u, int64_t p) {
     const T* xg = a.x + u * M;
@@ -540,6 +553,7 @@ void forward_nchw(const FwdArgs<T, W>& a) {
       const int64_t run_end = std::min(end, (i / HxW + 1) * HxW);
       const A sc = rstd * param_at(a.w, c, A(1));
       const A bb = param_at(a.b, c, A(0)) - m * sc;
+      if (next_unit) prefetch_at(xg + i, M * static_cast<int64_t>(sizeof(T)), run_end - i);
       affine_act(xg + i, yg + i, run_end - i, sh, sc, bb, a.act);
       i = run_end;
     }
@@ -1052,6 +1066,10 @@ void backward_nchw(const BwdArgs<T, W>& a) {
   // evaluating the sigmoid a second time.
   const bool pre_in_unit = silu && sched.fused;
   const bool keep_g = pre_in_unit && a.dx && M * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes;
+  // Fused, small units: the dx pass of a unit prefetches the same range of the next unit's x
+  // and dy (as forward_nchw does). Measured as there: 32x2048x7x7 2.50 -> 2.39 ms,
+  // 32x1024x14x14 3.98 -> 3.70 ms, 8x512x32x32 2.39 -> 2.24 ms.
+  const bool next_unit = sched.fused && M * static_cast<int64_t>(sizeof(T)) <= kNextUnitBytes;
 
   std::vector<ChanSums<A>> partial(direct ? 0 : pieces);
   std::vector<ChanSums<A>> sums(units * D);                // a, bs, e per (n, c)
@@ -1146,6 +1164,10 @@ void backward_nchw(const BwdArgs<T, W>& a) {
       const int64_t c = g * D + d;
       const int64_t off = u * M + d * HxW + h0;
       const A c1 = a.rstd[u] * param_at(a.w, c, A(1));
+      if (next_unit) {
+        prefetch_at(a.x + off, M * static_cast<int64_t>(sizeof(T)), h1 - h0);
+        if (!keep_g) prefetch_at(a.dy + off, M * static_cast<int64_t>(sizeof(T)), h1 - h0);
+      }
       if (keep_g) {
         channel_dx_kept(kept.get(M) + d * HxW + h0, a.x + off, a.dx + off, h1 - h0, mu, c1, coef[u].c2, coef[u].c3);
         return;
