@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_groupnorm import (MiB, TORCH_DTYPES, cpu_llc_bytes, cpu_model, memory_format_for,  # noqa: E402
-                             n_rotating_buffers)
-from cases import QUICK_VARIANTS, all_cases  # noqa: E402
+from gnbench.cases import QUICK_VARIANTS, all_cases  # noqa: E402
+from gnbench.common import TORCH_DTYPES, MiB, memory_format_for  # noqa: E402
+from gnbench.machine import cpu_llc_bytes, cpu_model  # noqa: E402
+from gnbench.timing import n_rotating_buffers  # noqa: E402
 
 import groupnorm_cuda  # noqa: E402
 

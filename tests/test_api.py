@@ -6,7 +6,7 @@ from torch import nn
 
 import groupnorm_cuda
 from groupnorm_cuda import GroupNorm, convert_groupnorm
-from reference import rel_err
+from groupnorm_cuda.reference import rel_err
 
 
 # ---------------------------------------------------------------------------------------

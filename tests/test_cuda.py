@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import groupnorm_cuda
 from conftest import HAS_CUDA
-from reference import reference, rel_err
+from groupnorm_cuda.reference import reference, rel_err
 from test_group_norm import check_case, make_input, make_params
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")

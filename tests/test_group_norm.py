@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import groupnorm_cuda
-from reference import FLOOR, reference, rel_err, torch_same_precision
+from groupnorm_cuda.reference import FLOOR, reference, rel_err, torch_same_precision
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 

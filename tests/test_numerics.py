@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import groupnorm_cuda
-from reference import reference, rel_err
+from groupnorm_cuda.reference import reference, rel_err
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
