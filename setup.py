@@ -111,7 +111,11 @@ def _extensions():
     # -fopenmp: at::parallel_for is a header template that expands to `#pragma omp parallel`
     # in OUR translation unit; without the flag the CPU kernels silently run on one thread.
     # The libgomp torch ships is already loaded by libtorch_cpu, so the two share one runtime.
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"] + _cpu_isa_flags()
+    # -ffp-contract=off: GCC's default for C++ fuses a * b + c into an FMA wherever it sees
+    # one, and where it does depends on inlining, so the CPU bits changed between builds of the
+    # same arithmetic (1 ulp in scalar tails). The kernels ask for their FMAs explicitly
+    # (at::vec::fmadd); everything else rounds as written, in every build.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"] + _cpu_isa_flags()
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     extra = {"cxx": cxx_flags}
