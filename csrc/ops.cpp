@@ -1,13 +1,20 @@
-// Op schemas (defined once, here) and the Python module of groupnorm_cuda._C.
+// The ops' schemas (defined once, here) and their Meta kernels.
 //
 // Backends register their kernels in their own files:
 //   csrc/cpu/group_norm_cpu.cpp    TORCH_LIBRARY_IMPL(groupnorm_cuda, CPU, ...)
 //   csrc/cuda/group_norm_cuda.cu   TORCH_LIBRARY_IMPL(groupnorm_cuda, CUDA, ...)
-// Fake (meta) kernels and the autograd Function live in Python: groupnorm_cuda/_ops.py.
-#include <torch/extension.h>
+// The Meta kernels below run the very checks and output rules of those backends
+// (common/checks.h, common/outputs.h) on tensors without data: FakeTensor and torch.compile
+// use them, so a fake result has the real one's shapes, dtypes and strides by construction.
+// The Python module (groupnorm_cuda._C) is csrc/module.cpp; the autograd Function is Python
+// (groupnorm_cuda/_ops.py).
 #include <torch/library.h>
 
-#include "cuda/launch_plan.h"
+#include <array>
+#include <optional>
+
+#include "common/checks.h"
+#include "common/outputs.h"
 
 // Contract
 //   forward(input, weight?, bias?, num_groups, eps, activation) -> (y, mean, rstd)
@@ -16,10 +23,10 @@
 //     y = act(groupnorm(x) * weight + bias).
 //   backward(grad_out, input, mean, rstd, weight?, bias?, num_groups, activation, output_mask)
 //     -> (grad_input, grad_weight, grad_bias)
-//     output_mask says which of the three are wanted; an unwanted (or, for weight/bias,
-//     absent-parameter) gradient is returned as an empty tensor of shape [0].
-//     grad_input keeps input's memory format; grad_weight / grad_bias have weight's dtype
-//     (bias's), or input's when the parameter is absent.
+//     output_mask says which of the three are wanted. grad_input keeps input's memory format;
+//     grad_weight / grad_bias have their parameter's dtype. An unwanted gradient, or the
+//     gradient of an absent parameter, is an empty tensor of shape [0] in the parameter's dtype
+//     (the input's when the parameter is absent).
 TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
       "forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation)"
@@ -29,46 +36,32 @@ TORCH_LIBRARY(groupnorm_cuda, m) {
       " int num_groups, str activation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }
 
+namespace groupnorm_cuda {
 namespace {
 
-namespace plan = groupnorm_cuda::plan;
-
-py::list launches_to_py(const std::vector<plan::Launch>& launches) {
-  py::list out;
-  for (const auto& l : launches) {
-    py::dict d;
-    d["kernel"] = l.kernel;
-    d["grid"] = py::make_tuple(l.grid[0], l.grid[1], l.grid[2]);
-    d["block"] = py::make_tuple(l.block[0], l.block[1], l.block[2]);
-    d["shared_mem_bytes"] = l.shared_mem_bytes;
-    for (const auto& kv : l.params) d[py::str(kv.first)] = kv.second;
-    out.append(std::move(d));
-  }
-  return out;
+Outputs forward_meta(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                     const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
+                     c10::string_view activation) {
+  check_forward_inputs(input, opt_ptr(weight), opt_ptr(bias), num_groups);
+  (void)parse_activation(activation);
+  return allocate_forward_outputs(input, pick_layout(input), num_groups);
 }
 
-// Exposed as groupnorm_cuda.cuda_launch_plan (the Python wrapper maps dtypes and formats).
-py::dict cuda_launch_plan(const std::vector<int64_t>& shape, int64_t num_groups, int dtype, bool channels_last,
-                          int64_t sm_count, bool silu) {
-  const auto plans = plan::describe(shape, num_groups, static_cast<plan::DType>(dtype),
-                                    channels_last ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous,
-                                    sm_count, silu ? groupnorm_cuda::Activation::SiLU : groupnorm_cuda::Activation::None);
-  py::dict d;
-  d["forward"] = launches_to_py(plans.forward);
-  d["backward"] = launches_to_py(plans.backward);
-  return d;
+Outputs backward_meta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                      const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
+                      const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation,
+                      std::array<bool, 3> output_mask) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups);
+  (void)parse_activation(activation);
+  return allocate_backward_outputs(input, pick_layout(input), w, b, output_mask);
 }
 
 }  // namespace
+}  // namespace groupnorm_cuda
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "groupnorm_cuda compiled ops (registered under torch.ops.groupnorm_cuda)";
-#ifdef GROUPNORM_WITH_CUDA
-  m.attr("built_with_cuda") = true;
-#else
-  m.attr("built_with_cuda") = false;
-#endif
-  m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels (pure host function)",
-        py::arg("shape"), py::arg("num_groups"), py::arg("dtype"), py::arg("channels_last"),
-        py::arg("sm_count"), py::arg("silu"));
+TORCH_LIBRARY_IMPL(groupnorm_cuda, Meta, m) {
+  m.impl("forward", &groupnorm_cuda::forward_meta);
+  m.impl("backward", &groupnorm_cuda::backward_meta);
 }

@@ -1,12 +1,13 @@
-"""Op wrappers: fake kernels, the autograd Function and the functional API.
+"""The autograd Function and the functional API over the ops.
 
-The ops themselves are defined in C++ (csrc/ops.cpp) as
+The ops are defined in C++ (csrc/ops.cpp) as
     torch.ops.groupnorm_cuda.forward(input, weight?, bias?, num_groups, eps, activation)
         -> (y, mean, rstd)
     torch.ops.groupnorm_cuda.backward(grad_out, input, mean, rstd, weight?, bias?, num_groups,
                                       activation, output_mask) -> (dx, dweight, dbias)
-with CPU and CUDA kernels registered per backend. This module registers their fake (meta)
-kernels, so torch.compile and FakeTensor tracing see the right shapes, dtypes and strides.
+with CPU, CUDA and Meta kernels registered in C++. The Meta kernels run the backends' own
+argument checks and output rules (csrc/common), so FakeTensor and torch.compile see the real
+shapes, dtypes and strides: nothing of that is repeated here.
 """
 from typing import Optional
 
@@ -17,103 +18,10 @@ from . import _C  # noqa: F401  (loads the library: registers the ops and their 
 
 built_with_cuda: bool = bool(_C.built_with_cuda)
 
-_ACTIVATIONS = ("none", "silu")
-
 
 def _activation_name(activation: Optional[str]) -> str:
-    name = "none" if activation is None else activation
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"groupnorm_cuda: activation must be None, 'none' or 'silu', got {activation!r}")
-    return name
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """Mirror of pick_layout() in csrc/common/group_norm.h: the layout the kernels read x in."""
-    if x.is_contiguous():
-        return False
-    if x.dim() == 4:
-        return x.is_contiguous(memory_format=torch.channels_last)
-    if x.dim() == 5:
-        return x.is_contiguous(memory_format=torch.channels_last_3d)
-    if x.dim() == 3:
-        n, c, l = x.shape
-        return x.stride() == (l * c, 1, c)
-    return False
-
-
-def _empty_like_layout(x: torch.Tensor, channels_last: bool, dtype=None) -> torch.Tensor:
-    dtype = x.dtype if dtype is None else dtype
-    if channels_last:
-        return torch.empty_strided(x.shape, x.stride(), dtype=dtype, device=x.device)
-    return torch.empty(x.shape, dtype=dtype, device=x.device)
-
-
-def _check_args(x, weight, bias, num_groups):
-    """The C++ checks (csrc/common/group_norm.h), for fake tensors."""
-    torch._check(x.dim() >= 2, lambda: f"Expected at least 2 dimensions for input tensor but received {x.dim()}")
-    torch._check(
-        x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-        lambda: f"groupnorm_cuda: expected input of dtype Float, Double, Half or BFloat16, but got {x.dtype}",
-    )
-    torch._check(num_groups > 0, lambda: f"Expected num groups to be greater than 0, got {num_groups}")
-    c = x.shape[1]
-    torch._check(c > 0, lambda: f"Expected number of channels to be greater than 0, got {c}")
-    torch._check(
-        c % num_groups == 0,
-        lambda: "Expected number of channels in input to be divisible by num_groups, but got input of shape "
-        f"{list(x.shape)} and num_groups={num_groups}",
-    )
-    hxw = 1
-    for d in x.shape[2:]:
-        hxw *= d
-    torch._check(hxw > 0, lambda: f"Expected HxW to be greater than 0, got {hxw}")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is None:
-            continue
-        torch._check(
-            p.dim() == 1 and p.numel() == c,
-            lambda: f"Expected {name} to be a vector of size equal to the number of channels in input, but got "
-            f"{name} of shape {list(p.shape)} and input of shape {list(x.shape)}",
-        )
-        torch._check(
-            p.device == x.device,
-            lambda: f"Expected all tensors to be on the same device, but {name} is on {p.device} and input is on "
-            f"{x.device}",
-        )
-        ok = p.dtype == x.dtype or (p.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16))
-        torch._check(ok, lambda: f"groupnorm_cuda: expected {name} to have dtype {x.dtype}, but got {p.dtype}")
-    if weight is not None and bias is not None:
-        torch._check(
-            weight.dtype == bias.dtype,
-            lambda: f"groupnorm_cuda: expected weight and bias to have the same dtype, but got {weight.dtype} and "
-            f"{bias.dtype}",
-        )
-
-
-@torch.library.register_fake("groupnorm_cuda::forward")
-def _forward_fake(input, weight, bias, num_groups, eps, activation):
-    _check_args(input, weight, bias, num_groups)
-    _activation_name(activation)
-    y = _empty_like_layout(input, _is_channels_last(input))
-    n = input.shape[0]
-    sd = _stats_dtype(input.dtype)
-    mean = input.new_empty((n, num_groups), dtype=sd)
-    rstd = input.new_empty((n, num_groups), dtype=sd)
-    return y, mean, rstd
-
-
-@torch.library.register_fake("groupnorm_cuda::backward")
-def _backward_fake(grad_out, input, mean, rstd, weight, bias, num_groups, activation, output_mask):
-    _check_args(input, weight, bias, num_groups)
-    c = input.shape[1]
-    dx = _empty_like_layout(input, _is_channels_last(input)) if output_mask[0] else input.new_empty((0,))
-    dw = weight.new_empty((c,)) if (output_mask[1] and weight is not None) else input.new_empty((0,))
-    db = bias.new_empty((c,)) if (output_mask[2] and bias is not None) else input.new_empty((0,))
-    return dx, dw, db
+    """The op's activation argument: None means "none". The ops validate the name (C++)."""
+    return "none" if activation is None else activation
 
 
 def _composite(x, weight, bias, num_groups, eps, activation):

@@ -1,17 +1,26 @@
 """Launch plan of the CUDA kernels, computed by the same pure host C++ function the CUDA code
-uses (csrc/cuda/launch_plan.h), so it can be inspected and tested without a GPU."""
+uses (csrc/cuda/launch_plan.h), so it can be inspected and tested without a GPU. The input is
+described by a tensor on the meta device, so the op's own checks and layout rule (csrc/common)
+decide what is planned."""
 from typing import Optional, Sequence
 
 import torch
 
 from . import _C
+from ._ops import _activation_name
 
-_DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-_LAYOUTS = {
-    torch.contiguous_format: False,
-    torch.channels_last: True,
-    torch.channels_last_3d: True,
-}
+_CHANNELS_LAST = (torch.channels_last, torch.channels_last_3d)
+
+
+def _example_input(shape: Sequence[int], dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
+    """A data-less tensor of this shape and dtype; for a channels-last format, with channels
+    innermost in memory whatever the rank ((N, L, C) order for a 3-D shape)."""
+    x = torch.empty([int(s) for s in shape], dtype=dtype, device="meta")
+    if memory_format == torch.contiguous_format or x.dim() < 3:
+        return x
+    if memory_format not in _CHANNELS_LAST:
+        raise ValueError(f"cuda_launch_plan: unsupported memory_format {memory_format}")
+    return x.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
 def cuda_launch_plan(
@@ -25,21 +34,9 @@ def cuda_launch_plan(
     """The CUDA launches groupnorm_cuda would make for an input of this shape.
 
     Returns {"forward": [...], "backward": [...]}; each launch is a dict with at least
-    "kernel", "grid" (3 ints), "block" (3 ints) and "shared_mem_bytes".
+    "kernel", "grid" (3 ints), "block" (3 ints) and "shared_mem_bytes". The input is checked as
+    the op checks it (errors in F.group_norm's wording); as in the op, a channels-last shape
+    whose spatial size is 1 is the same memory as a contiguous one and is planned as such.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"cuda_launch_plan: unsupported dtype {dtype}")
-    if memory_format not in _LAYOUTS:
-        raise ValueError(f"cuda_launch_plan: unsupported memory_format {memory_format}")
-    if activation not in (None, "none", "silu"):
-        raise ValueError(f"cuda_launch_plan: activation must be None, 'none' or 'silu', got {activation!r}")
-    shape = [int(s) for s in shape]
-    if len(shape) < 2:
-        raise ValueError(f"cuda_launch_plan: expected at least 2 dimensions, got {shape}")
-    if num_groups <= 0 or shape[1] % num_groups != 0:
-        raise ValueError(f"cuda_launch_plan: channels {shape[1]} not divisible by num_groups={num_groups}")
-    if sm_count <= 0:
-        raise ValueError(f"cuda_launch_plan: sm_count must be positive, got {sm_count}")
-    return _C.cuda_launch_plan(
-        shape, int(num_groups), _DTYPES[dtype], _LAYOUTS[memory_format], int(sm_count), activation == "silu"
-    )
+    x = _example_input(shape, dtype, memory_format)
+    return _C.cuda_launch_plan(x, int(num_groups), _activation_name(activation), int(sm_count))

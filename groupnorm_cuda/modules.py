@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from . import _C
 from ._ops import _activation_name, group_norm
 
 
@@ -37,7 +38,8 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        self.activation = None if _activation_name(activation) == "none" else "silu"
+        _C.check_activation(_activation_name(activation))
+        self.activation = None if _activation_name(activation) == "none" else activation
         if self.affine:
             self.weight = nn.Parameter(torch.empty(num_channels, **factory_kwargs))
             if bias:

@@ -127,8 +127,11 @@ def test_errors(device, make, msg):
 def test_error_bad_activation():
     with pytest.raises(ValueError, match="activation must be"):
         groupnorm_cuda.group_norm(torch.randn(2, 4, 3), 2, activation="gelu")
-    with pytest.raises(RuntimeError, match='activation must be "none" or "silu"'):
+    with pytest.raises(ValueError, match='activation must be "none" or "silu"'):
         torch.ops.groupnorm_cuda.forward(torch.randn(2, 4, 3), None, None, 2, 1e-5, "gelu")
+    # The Meta kernel (FakeTensor, torch.compile) runs the same check.
+    with pytest.raises(ValueError, match='activation must be "none" or "silu"'):
+        torch.ops.groupnorm_cuda.forward(torch.randn(2, 4, 3, device="meta"), None, None, 2, 1e-5, "gelu")
 
 
 def test_error_devices_differ():
@@ -185,6 +188,36 @@ def test_opcheck(device, activation):
             torch.library.opcheck(
                 torch.ops.groupnorm_cuda.backward.default, (dy, xd, mean, rstd, wd, bd, 4, activation, mask)
             )
+
+
+MASKS = [[a, b, c] for a in (True, False) for b in (True, False) for c in (True, False)]
+
+
+@pytest.mark.parametrize("xdtype,pdtype", [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+                                           (torch.float16, torch.float16), (torch.float64, torch.float64)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_opcheck_mixed_precision_every_mask(device, xdtype, pdtype, layout, affine):
+    """Every output mask, parameters of another dtype than the input (the autocast case) and
+    absent parameters: the Meta kernel (fake tensors) must give every output the real kernel's
+    shape, dtype and strides, placeholders included (opcheck compares them)."""
+    x = torch.randn(2, 8, 5, 6, device=device, dtype=xdtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, device=device, dtype=pdtype) if affine in ("both", "weight") else None
+    b = torch.randn(8, device=device, dtype=pdtype) if affine in ("both", "bias") else None
+    torch.library.opcheck(torch.ops.groupnorm_cuda.forward.default, (x, w, b, 4, 1e-5, "silu"))
+    y, mean, rstd = torch.ops.groupnorm_cuda.forward(x, w, b, 4, 1e-5, "silu")
+    dy = torch.randn_like(y)
+    for mask in MASKS:
+        torch.library.opcheck(torch.ops.groupnorm_cuda.backward.default, (dy, x, mean, rstd, w, b, 4, "silu", mask))
+        dx, dw, db = torch.ops.groupnorm_cuda.backward(dy, x, mean, rstd, w, b, 4, "silu", mask)
+        # The documented contract (csrc/ops.cpp): a gradient in its parameter's dtype, a
+        # placeholder [0] in the parameter's dtype (the input's when the parameter is absent).
+        assert dx.dtype == xdtype and dx.shape == (x.shape if mask[0] else (0,))
+        for grad, p, want in ((dw, w, mask[1]), (db, b, mask[2])):
+            assert grad.dtype == (p.dtype if p is not None else xdtype)
+            assert grad.shape == ((8,) if want and p is not None else (0,))
 
 
 class _ConvGNSiLU(nn.Module):

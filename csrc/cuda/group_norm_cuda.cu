@@ -1,5 +1,6 @@
-// ATen glue of the CUDA backend: argument checks (common/group_norm.h), layouts, outputs,
-// workspace from the caching allocator, device guard, current stream, dtype dispatch; the
+// ATen glue of the CUDA backend: argument checks and outputs (csrc/common, shared with the CPU
+// and Meta kernels), workspace from the caching allocator, device guard, current stream, dtype
+// dispatch (common/dispatch.h, CUDA element types); the
 // launch sequence itself is kernels::launch_forward / launch_backward of the plan made by
 // plan::plan_forward / plan_backward (csrc/cuda/launch_plan.h). No host synchronization.
 #include <ATen/ATen.h>
@@ -10,11 +11,14 @@
 
 #include <array>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include "common/group_norm.h"
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "common/outputs.h"
 
 #define GN_AFTER_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
 #include "cuda/kernels/launcher.cuh"
@@ -36,178 +40,101 @@ int64_t sm_count(int device) {
   return cache[device];
 }
 
+// The kernels' element type of a dispatch type (common/dispatch.h): CUDA's own half types.
 template <typename T> struct CudaType { using type = T; };
 template <> struct CudaType<at::Half> { using type = __half; };
 template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
-
-// Calls f(T{}, W{}) with the CUDA element types of x and of the affine parameters.
-template <typename F>
-void dispatch_types(at::ScalarType xt, at::ScalarType wt, F&& f) {
-  switch (xt) {
-    case at::kFloat: f(float{}, float{}); return;
-    case at::kDouble: f(double{}, double{}); return;
-    case at::kHalf:
-      if (wt == at::kFloat) f(__half{}, float{}); else f(__half{}, __half{});
-      return;
-    case at::kBFloat16:
-      if (wt == at::kFloat) f(__nv_bfloat16{}, float{}); else f(__nv_bfloat16{}, __nv_bfloat16{});
-      return;
-    default:
-      TORCH_CHECK(false, "groupnorm_cuda: unsupported dtype ", xt);
-  }
-}
-
-plan::DType plan_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return plan::DType::Float32;
-    case at::kDouble: return plan::DType::Float64;
-    case at::kHalf: return plan::DType::Float16;
-    case at::kBFloat16: return plan::DType::BFloat16;
-    default: TORCH_CHECK(false, "groupnorm_cuda: unsupported dtype ", t);
-  }
-}
-
-// The planner's view of a validated problem on x's device.
-plan::Problem make_problem(const GroupNormShape& s, const at::Tensor& x, Layout layout, Activation act) {
-  plan::Problem prob;
-  prob.N = s.N;
-  prob.C = s.C;
-  prob.HxW = s.HxW;
-  prob.G = s.G;
-  prob.dtype = plan_dtype(x.scalar_type());
-  prob.layout = layout == Layout::ChannelsLast ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
-  prob.sm_count = sm_count(x.get_device());
-  prob.act = act;
-  return prob;
-}
-
-// The affine parameters for the kernels, contiguous, in their own dtype W: check_forward_args
-// has made weight and bias share one dtype, x's or (for half / bfloat16 x) float32.
-struct Params {
-  at::Tensor weight, bias;  // undefined when absent
-  at::ScalarType wtype;
-};
-Params prepare_params(const at::Tensor& x, const at::Tensor* weight, const at::Tensor* bias) {
-  Params p;
-  const at::Tensor* any = weight ? weight : bias;
-  p.wtype = any ? any->scalar_type() : x.scalar_type();
-  if (weight) p.weight = weight->contiguous();
-  if (bias) p.bias = bias->contiguous();
-  return p;
-}
+template <typename T> using cuda_t = typename CudaType<T>::type;
 
 template <typename P> const P* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? reinterpret_cast<const P*>(t.data_ptr()) : nullptr;
 }
+template <typename P> P* mutable_or_null(const at::Tensor& t, bool want) {
+  return want ? reinterpret_cast<P*>(t.data_ptr()) : nullptr;
+}
+at::Tensor contiguous_or_undefined(const at::Tensor* t) { return t ? t->contiguous() : at::Tensor(); }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input,
-                                                            const c10::optional<at::Tensor>& weight,
-                                                            const c10::optional<at::Tensor>& bias,
-                                                            int64_t num_groups, double eps,
-                                                            c10::string_view activation) {
-  const Activation act = parse_activation(std::string(activation));
-  const GroupNormShape s = check_forward_args(input, weight, bias, num_groups);
-  const c10::cuda::CUDAGuard guard(input.device());
-  const Layout layout = pick_layout(input);
-  const at::Tensor x = layout == Layout::Contiguous ? input.contiguous() : input;
-  at::Tensor y = empty_in_layout(x, layout, x.scalar_type());
-  const auto acc_dtype = stats_dtype(x.scalar_type());
-  at::Tensor mean = at::empty({s.N, s.G}, x.options().dtype(acc_dtype));
-  at::Tensor rstd = at::empty({s.N, s.G}, x.options().dtype(acc_dtype));
-  if (s.N == 0) return {y, mean, rstd};
-  const Params prm = prepare_params(x, opt_ptr(weight), opt_ptr(bias));
-
-  const plan::Problem prob = make_problem(s, x, layout, act);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-
-  dispatch_types(x.scalar_type(), prm.wtype, [&](auto t_tag, auto w_tag) {
-    using T = decltype(t_tag);
-    using W = decltype(w_tag);
-    using A = kernels::acc_t<T>;
-    kernels::ForwardArgs<T, W> a;
-    a.x = reinterpret_cast<const T*>(x.data_ptr());
-    a.weight = ptr_or_null<W>(prm.weight);
-    a.bias = ptr_or_null<W>(prm.bias);
-    a.y = reinterpret_cast<T*>(y.data_ptr());
-    a.mean = reinterpret_cast<A*>(mean.data_ptr());
-    a.rstd = reinterpret_cast<A*>(rstd.data_ptr());
-    a.N = s.N;
-    a.C = s.C;
-    a.HxW = s.HxW;
-    a.G = s.G;
-    a.eps = eps;
-    a.channels_last = layout == Layout::ChannelsLast;
-    a.act = act;
-    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, plan::plan_forward(prob));
-    const size_t ws_bytes = kernels::forward_workspace_bytes(fp);
-    at::Tensor ws;
-    if (ws_bytes > 0) ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
-    kernels::launch_forward(a, fp, ws_bytes > 0 ? ws.data_ptr() : nullptr, stream);
-  });
-  return {y, mean, rstd};
+// Workspace from the caching allocator (stream-ordered, graph-safe), or null when none.
+void* workspace(at::Tensor& ws, size_t bytes, const at::Tensor& like) {
+  if (bytes == 0) return nullptr;
+  ws = at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+  return ws.data_ptr();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& input,
-                                                             const at::Tensor& mean_in, const at::Tensor& rstd_in,
-                                                             const c10::optional<at::Tensor>& weight,
-                                                             const c10::optional<at::Tensor>& bias,
-                                                             int64_t num_groups, c10::string_view activation,
-                                                             std::array<bool, 3> output_mask) {
-  const Activation act = parse_activation(std::string(activation));
-  const GroupNormShape s = check_backward_args(grad_out, input, mean_in, rstd_in, weight, bias, num_groups);
-  const c10::cuda::CUDAGuard guard(input.device());
-  const Layout layout = pick_layout(input);
-  const at::Tensor x = layout == Layout::Contiguous ? input.contiguous() : input;
-  const at::Tensor dy = is_dense_in_layout(grad_out, layout) ? grad_out : to_layout(grad_out, layout);
-  const at::Tensor mean = mean_in.contiguous();
-  const at::Tensor rstd = rstd_in.contiguous();
+plan::DeviceProblem on_device(const Problem& prob, const at::Tensor& x) {
+  plan::DeviceProblem d;
+  static_cast<Problem&>(d) = prob;
+  d.sm_count = sm_count(x.get_device());
+  return d;
+}
+
+Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                     const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
+                     c10::string_view activation) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  const bool want_dx = output_mask[0];
-  const bool want_dw = output_mask[1] && w != nullptr;
-  const bool want_db = output_mask[2] && b != nullptr;
+  check_forward_inputs(input, w, b, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = to_layout(input, prob.layout);
+  Outputs out = allocate_forward_outputs(x, prob.layout, num_groups);
+  if (prob.N == 0) return out;
+  const at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
+  const plan::DeviceProblem dprob = on_device(prob, x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  dispatch_types(x.scalar_type(), param_dtype(x, w, b), [&]<typename T0, typename W0>() {
+    using T = cuda_t<T0>;
+    using W = cuda_t<W0>;
+    using A = acc_t<T>;
+    const kernels::ForwardArgs<T, W> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
+                                       mutable_or_null<T>(std::get<0>(out), true),
+                                       mutable_or_null<A>(std::get<1>(out), true),
+                                       mutable_or_null<A>(std::get<2>(out), true), eps};
+    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, plan::plan_forward(dprob));
+    at::Tensor ws;
+    kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
+  });
+  return out;
+}
 
-  at::Tensor dx = want_dx ? empty_in_layout(x, layout, x.scalar_type()) : at::empty({0}, x.options());
-  at::Tensor dw = want_dw ? at::empty({s.C}, w->options()) : at::empty({0}, w ? w->options() : x.options());
-  at::Tensor db = want_db ? at::empty({s.C}, b->options()) : at::empty({0}, b ? b->options() : x.options());
-  if (!want_dx && !want_dw && !want_db) return {dx, dw, db};
-  if (s.N == 0) {
+Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean_in,
+                      const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
+                      const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation,
+                      std::array<bool, 3> output_mask) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_inputs(grad_out, input, mean_in, rstd_in, w, b, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = to_layout(input, prob.layout);
+  const at::Tensor dy = to_layout(grad_out, prob.layout);
+  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  const bool want_dx = output_mask[0], want_dw = output_mask[1] && w, want_db = output_mask[2] && b;
+  Outputs out = allocate_backward_outputs(x, prob.layout, w, b, output_mask);
+  auto& [dx, dw, db] = out;
+  if (!want_dx && !want_dw && !want_db) return out;
+  if (prob.N == 0) {  // empty batch: zero parameter gradients
     if (want_dw) dw.zero_();
     if (want_db) db.zero_();
-    return {dx, dw, db};
+    return out;
   }
-  const Params prm = prepare_params(x, w, b);
-
-  const plan::Problem prob = make_problem(s, x, layout, act);
+  const at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
+  const plan::DeviceProblem dprob = on_device(prob, x);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-
-  dispatch_types(x.scalar_type(), prm.wtype, [&](auto t_tag, auto w_tag) {
-    using T = decltype(t_tag);
-    using W = decltype(w_tag);
-    using A = kernels::acc_t<T>;
-    kernels::BackwardArgs<T, W> a;
-    a.dy = reinterpret_cast<const T*>(dy.data_ptr());
-    a.x = reinterpret_cast<const T*>(x.data_ptr());
-    a.mean = reinterpret_cast<const A*>(mean.data_ptr());
-    a.rstd = reinterpret_cast<const A*>(rstd.data_ptr());
-    a.weight = ptr_or_null<W>(prm.weight);
-    a.bias = ptr_or_null<W>(prm.bias);
-    a.dx = want_dx ? reinterpret_cast<T*>(dx.data_ptr()) : nullptr;
-    a.dweight = want_dw ? reinterpret_cast<W*>(dw.data_ptr()) : nullptr;
-    a.dbias = want_db ? reinterpret_cast<W*>(db.data_ptr()) : nullptr;
-    a.N = s.N;
-    a.C = s.C;
-    a.HxW = s.HxW;
-    a.G = s.G;
-    a.channels_last = layout == Layout::ChannelsLast;
-    a.act = act;
-    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, plan::plan_backward(prob));
-    const size_t ws_bytes = kernels::backward_workspace_bytes(bp);
+  dispatch_types(x.scalar_type(), param_dtype(x, w, b), [&]<typename T0, typename W0>() {
+    using T = cuda_t<T0>;
+    using W = cuda_t<W0>;
+    using A = acc_t<T>;
+    const kernels::BackwardArgs<T, W> a{ptr_or_null<T>(dy),        ptr_or_null<T>(x),
+                                        ptr_or_null<A>(mean),      ptr_or_null<A>(rstd),
+                                        ptr_or_null<W>(wc),        ptr_or_null<W>(bc),
+                                        mutable_or_null<T>(dx, want_dx), mutable_or_null<W>(dw, want_dw),
+                                        mutable_or_null<W>(db, want_db)};
+    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, plan::plan_backward(dprob));
     at::Tensor ws;
-    if (ws_bytes > 0) ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
-    kernels::launch_backward(a, bp, ws_bytes > 0 ? ws.data_ptr() : nullptr, stream);
+    kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
   });
-  return {dx, dw, db};
+  return out;
 }
 
 }  // namespace

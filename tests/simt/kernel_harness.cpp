@@ -147,7 +147,7 @@ static const char* sched_name(P::Schedule s) {
 
 template <typename T, typename W>
 static void run_case(const Case& cs) {
-  using A = K::acc_t<T>;
+  using A = groupnorm_cuda::acc_t<T>;
   const int64_t N = cs.N, C = cs.C, HxW = cs.HxW, G = cs.G, D = C / G, M = D * HxW;
   const size_t numel = static_cast<size_t>(N * C * HxW);
   const size_t mis = cs.misalign ? 1 : 0;
@@ -178,9 +178,16 @@ static void run_case(const Case& cs) {
 
   // ---------------------------------------------------------------- plan + launch (the real API)
   const Activation act = cs.silu ? Activation::SiLU : Activation::None;
-  P::Problem pb{N, C, HxW, G, K::DTypeOf<T>::value,
-                cs.cl ? P::MemLayout::ChannelsLast : P::MemLayout::Contiguous, cs.sm, act};
-  K::ForwardArgs<T, W> fa{x.p, w.p, b.p, y.p, mean.p, rstd.p, N, C, HxW, G, 1e-5, cs.cl, act};
+  P::DeviceProblem pb;
+  pb.N = N;
+  pb.C = C;
+  pb.HxW = HxW;
+  pb.G = G;
+  pb.dtype = K::DTypeOf<T>::value;
+  pb.layout = cs.cl ? groupnorm_cuda::Layout::ChannelsLast : groupnorm_cuda::Layout::Contiguous;
+  pb.act = act;
+  pb.sm_count = cs.sm;
+  K::ForwardArgs<T, W> fa{x.p, w.p, b.p, y.p, mean.p, rstd.p, 1e-5};
   const P::ForwardPlan fp0 = P::plan_forward(pb, cs.ov);
   const P::ForwardPlan fp = K::fit_forward_plan(fa, fp0);
   std::string why;
@@ -199,7 +206,7 @@ static void run_case(const Case& cs) {
   const auto t0 = std::chrono::steady_clock::now();
   K::launch_forward(fa, fp, fws.p, nullptr);
 
-  K::BackwardArgs<T, W> ba{dy.p, x.p, mean.p, rstd.p, w.p, b.p, dx.p, dw.p, db.p, N, C, HxW, G, cs.cl, act};
+  K::BackwardArgs<T, W> ba{dy.p, x.p, mean.p, rstd.p, w.p, b.p, dx.p, dw.p, db.p};
   const P::BackwardPlan bp = K::fit_backward_plan(ba, P::plan_backward(pb, cs.ov));
   Buf<unsigned char> bws(K::backward_workspace_bytes(bp));
   K::launch_backward(ba, bp, bws.p, nullptr);

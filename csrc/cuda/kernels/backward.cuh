@@ -68,9 +68,7 @@ __device__ inline acc_t<T> silu_r(const BwdParams<T, W>& p, int64_t ng, int64_t 
 template <typename A>
 __device__ inline A dy_eff(A dyv, A u, A r, A rho, A gamma, A beta, bool silu) {
   if (!silu) return dyv;
-  const A z = (u - r) * rho * gamma + beta;
-  const A sg = gn_sigmoid(z);
-  return dyv * sg * (A(1) + z * (A(1) - sg));
+  return gn_silu_grad(dyv, (u - r) * rho * gamma + beta);
 }
 
 // Element j of the vector at (row, col) of group g: returns dy', sets u = x - mu and gamma.

@@ -9,15 +9,14 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "common/activation.h"
+#include "common/welford.h"
 #include "cuda/kernels/launch.cuh"
 
 namespace groupnorm_cuda {
 namespace kernels {
 
-// Accumulation type: double for double, float otherwise.
-template <typename T> struct AccType { using type = float; };
-template <> struct AccType<double> { using type = double; };
-template <typename T> using acc_t = typename AccType<T>::type;
+// acc_t (common/welford.h): double for double, float otherwise.
 
 __host__ __device__ inline float to_acc(float v) { return v; }
 __host__ __device__ inline double to_acc(double v) { return v; }
@@ -65,7 +64,9 @@ __device__ inline float gn_div(float a, float b) {
 #endif
 }
 __device__ inline double gn_div(double a, double b) { return a / b; }
-template <typename A> __device__ inline A gn_sigmoid(A z) { return A(1) / (A(1) + gn_exp(-z)); }
+// The fused activation (common/activation.h) with the device exponential.
+template <typename A> __device__ inline A gn_silu(A z) { return silu(z, gn_exp(-z)); }
+template <typename A> __device__ inline A gn_silu_grad(A dy, A z) { return silu_grad(dy, z, gn_exp(-z)); }
 
 // ---- warp shuffles (full 32-lane warp, explicit mask) ----
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -92,14 +93,12 @@ template <typename A> __device__ inline Welford<A> welford_zero() {
   w.n = A(0); w.mean = A(0); w.m2 = A(0);
   return w;
 }
-// Chan et al. merge of (nb, mb, m2b) into a. Zero counts are allowed on either side.
+// Chan et al. merge of (nb, mb, m2b) into a (common/welford.h), f = nb / n by the fast
+// division. Zero counts are allowed on either side.
 template <typename A> __device__ inline void welford_merge(Welford<A>& a, A nb, A mb, A m2b) {
   const A n = a.n + nb;
   if (nb == A(0)) return;
-  const A delta = mb - a.mean;
-  const A f = gn_div(nb, n);
-  a.mean += delta * f;
-  a.m2 += m2b + delta * delta * a.n * f;
+  chan_combine(a.mean, a.m2, a.n, mb, m2b, gn_div(nb, n));
   a.n = n;
 }
 // Adds V shifted values d[] (one vector) to a thread's state: local two-pass then Chan merge.

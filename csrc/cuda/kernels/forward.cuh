@@ -49,7 +49,7 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A z = ((to_acc(v.v[j]) - s) - m) * a + b;
-      if (p.silu) z = z * gn_sigmoid(z);
+      if (p.silu) z = gn_silu(z);
       out.v[j] = from_acc<T>(z);
     }
   } else {
@@ -59,7 +59,7 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
       const A a = p.weight ? rstd * to_acc(p.weight[c0 + j]) : rstd;
       const A b = p.bias ? to_acc(p.bias[c0 + j]) : A(0);
       A z = ((to_acc(v.v[j]) - s) - m) * a + b;
-      if (p.silu) z = z * gn_sigmoid(z);
+      if (p.silu) z = gn_silu(z);
       out.v[j] = from_acc<T>(z);
     }
   }
@@ -250,7 +250,7 @@ __global__ void gn_fwd_apply_rows(FwdParams<T, W> p) {
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A z = ((to_acc(xv.v[j]) - sh[j]) - m[j]) * a[j] + b[j];
-      if (p.silu) z = z * gn_sigmoid(z);
+      if (p.silu) z = gn_silu(z);
       out.v[j] = from_acc<T>(z);
     }
     store_vec<T, V>(p.y, off, out);

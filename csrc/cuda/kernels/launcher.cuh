@@ -25,6 +25,8 @@ static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels:
 namespace groupnorm_cuda {
 namespace kernels {
 
+// The tensors of one call. Sizes, layout and activation are the plan's (plan.prob), so one
+// Problem describes the call from the checks to the launch.
 template <typename T, typename W> struct ForwardArgs {
   const T* x;
   const W* weight;  // nullable
@@ -32,10 +34,7 @@ template <typename T, typename W> struct ForwardArgs {
   T* y;
   acc_t<T>* mean;
   acc_t<T>* rstd;
-  int64_t N, C, HxW, G;
   double eps;
-  bool channels_last;
-  Activation act;
 };
 
 // dx / dweight / dbias nullable = not wanted.
@@ -49,29 +48,14 @@ template <typename T, typename W> struct BackwardArgs {
   T* dx;
   W* dweight;
   W* dbias;
-  int64_t N, C, HxW, G;
-  bool channels_last;
-  Activation act;
 };
 
+// The DType of a kernel element type (what the planner sizes vectors and workspaces by).
 template <typename T> struct DTypeOf;
-template <> struct DTypeOf<float> { static constexpr plan::DType value = plan::DType::Float32; };
-template <> struct DTypeOf<double> { static constexpr plan::DType value = plan::DType::Float64; };
-template <> struct DTypeOf<__half> { static constexpr plan::DType value = plan::DType::Float16; };
-template <> struct DTypeOf<__nv_bfloat16> { static constexpr plan::DType value = plan::DType::BFloat16; };
-
-template <typename Args> inline plan::Problem problem_of(const Args& a, plan::DType dt, int64_t sm_count) {
-  plan::Problem p;
-  p.N = a.N;
-  p.C = a.C;
-  p.HxW = a.HxW;
-  p.G = a.G;
-  p.dtype = dt;
-  p.layout = a.channels_last ? plan::MemLayout::ChannelsLast : plan::MemLayout::Contiguous;
-  p.sm_count = sm_count;
-  p.act = a.act;
-  return p;
-}
+template <> struct DTypeOf<float> { static constexpr DType value = DType::Float32; };
+template <> struct DTypeOf<double> { static constexpr DType value = DType::Float64; };
+template <> struct DTypeOf<__half> { static constexpr DType value = DType::Float16; };
+template <> struct DTypeOf<__nv_bfloat16> { static constexpr DType value = DType::BFloat16; };
 
 inline bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -95,16 +79,16 @@ inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const p
   return plan::plan_backward(p.prob, ov);
 }
 
-inline Geometry make_geometry(const plan::Problem& p, int64_t vec) {
+inline Geometry make_geometry(const plan::DeviceProblem& p, int64_t vec) {
   Geometry g;
   g.N = p.N;
   g.C = p.C;
   g.HxW = p.HxW;
   g.G = p.G;
-  g.D = p.C / p.G;
-  g.M = g.D * p.HxW;
+  g.D = p.D();
+  g.M = p.M();
   g.Mv = g.M / vec;
-  g.channels_last = p.layout == plan::MemLayout::ChannelsLast;
+  g.channels_last = p.layout == Layout::ChannelsLast;
   g.K = g.channels_last ? g.D / vec : p.HxW / vec;
   g.RS = g.channels_last ? p.C : p.HxW;
   return g;
@@ -139,7 +123,7 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
   p.rows.piece_len = pl.rows.piece_len;
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
   p.eps = static_cast<acc_t<T>>(a.eps);
-  p.silu = a.act == Activation::SiLU;
+  p.silu = pl.prob.act == Activation::SiLU;
   if constexpr (V > 1) {  // the rows schedule is vectorized by construction
     if (pl.schedule == plan::Schedule::Rows) {
       const dim3 rgrid = grid1(pl.rows.grid), rblock = block1(pl.rows.block);

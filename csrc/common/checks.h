@@ -1,0 +1,123 @@
+// Argument checks of the ops, with F.group_norm's wording where it has one, and the Problem
+// they describe. One definition for every backend: the CPU and CUDA kernels and the Meta kernel
+// (csrc/ops.cpp, which FakeTensor and torch.compile run) call the same functions, so every
+// device, real or fake, reports the same errors.
+//
+// Sizes are read as SymInt (sym_size), so the checks also run on tensors with symbolic shapes
+// (torch.compile with dynamic shapes), where size() would throw; on real tensors a SymInt is a
+// plain integer.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/SymBool.h>
+
+#include <optional>
+#include <string>
+
+#include "common/outputs.h"
+#include "common/problem.h"
+
+namespace groupnorm_cuda {
+
+inline Activation parse_activation(c10::string_view name) {
+  Activation act = Activation::None;
+  TORCH_CHECK_VALUE(activation_from_name(std::string_view(name.data(), name.size()), &act),
+                    "groupnorm_cuda: activation must be \"none\" or \"silu\", got \"", std::string(name), "\"");
+  return act;
+}
+
+inline DType dtype_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::Float32;
+    case at::kDouble: return DType::Float64;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    default:
+      TORCH_CHECK(false, "groupnorm_cuda: expected input of dtype Float, Double, Half or BFloat16, but got ", t);
+  }
+}
+
+inline const at::Tensor* opt_ptr(const std::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? &*t : nullptr;
+}
+
+// weight or bias: a vector of C values on x's device, of x's dtype or float32 for a half x.
+inline void check_param(const at::Tensor* t, const char* name, const at::Tensor& x) {
+  if (!t) return;
+  const c10::SymInt& C = x.sym_size(1);
+  TORCH_SYM_CHECK(c10::SymBool(t->dim() == 1).sym_and(t->sym_numel().sym_eq(C)), "Expected ", name,
+                  " to be a vector of size equal to the number of channels in input, but got ", name, " of shape ",
+                  t->sym_sizes(), " and input of shape ", x.sym_sizes());
+  TORCH_CHECK(t->device() == x.device(), "Expected all tensors to be on the same device, but ", name, " is on ",
+              t->device(), " and input is on ", x.device());
+  const auto xt = x.scalar_type();
+  const bool half = xt == at::kHalf || xt == at::kBFloat16;
+  TORCH_CHECK(t->scalar_type() == xt || (half && t->scalar_type() == at::kFloat), "groupnorm_cuda: expected ", name,
+              " to have dtype ", xt, half ? " or Float" : "", " (the input's), but got ", t->scalar_type());
+}
+
+// Every check of the forward's arguments (no result: also the Meta kernel's checks).
+inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const at::Tensor* b, int64_t num_groups) {
+  TORCH_CHECK(x.dim() >= 2, "Expected at least 2 dimensions for input tensor but received ", x.dim());
+  (void)dtype_of(x.scalar_type());
+  TORCH_CHECK(num_groups > 0, "Expected num groups to be greater than 0, got ", num_groups);
+  const c10::SymInt& C = x.sym_size(1);
+  TORCH_SYM_CHECK(C.sym_gt(0), "Expected number of channels to be greater than 0, got ", C);
+  TORCH_SYM_CHECK((C % num_groups).sym_eq(0),
+                  "Expected number of channels in input to be divisible by num_groups, but got input of shape ",
+                  x.sym_sizes(), " and num_groups=", num_groups);
+  c10::SymInt hxw = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) hxw = hxw * x.sym_size(d);
+  TORCH_SYM_CHECK(hxw.sym_gt(0), "Expected HxW to be greater than 0, got ", hxw);
+  check_param(w, "weight", x);
+  check_param(b, "bias", x);
+  TORCH_CHECK(!w || !b || w->scalar_type() == b->scalar_type(),
+              "groupnorm_cuda: expected weight and bias to have the same dtype, but got ", w->scalar_type(), " and ",
+              b->scalar_type());
+}
+
+inline void check_stats(const at::Tensor& stat, const char* name, const at::Tensor& x, int64_t num_groups) {
+  TORCH_SYM_CHECK(c10::SymBool(stat.dim() == 2)
+                      .sym_and(stat.sym_size(0).sym_eq(x.sym_size(0)))
+                      .sym_and(stat.sym_size(1).sym_eq(num_groups)),
+                  "groupnorm_cuda.backward: expected ", name, " of shape [", x.sym_size(0), ", ", num_groups,
+                  "], but got ", stat.sym_sizes());
+  TORCH_CHECK(stat.scalar_type() == stats_dtype(x.scalar_type()), "groupnorm_cuda.backward: expected ", name,
+              " of dtype ", stats_dtype(x.scalar_type()), ", but got ", stat.scalar_type());
+  TORCH_CHECK(stat.device() == x.device(), "Expected all tensors to be on the same device, but ", name, " is on ",
+              stat.device(), " and input is on ", x.device());
+}
+
+// Every check of the backward's arguments.
+inline void check_backward_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& rstd, const at::Tensor* w, const at::Tensor* b,
+                                  int64_t num_groups) {
+  check_forward_inputs(x, w, b, num_groups);
+  TORCH_CHECK(dy.dim() == x.dim(), "groupnorm_cuda.backward: expected grad_output of shape ", x.sym_sizes(),
+              ", but got ", dy.sym_sizes());
+  for (int64_t d = 0; d < x.dim(); ++d)
+    TORCH_SYM_CHECK(dy.sym_size(d).sym_eq(x.sym_size(d)), "groupnorm_cuda.backward: expected grad_output of shape ",
+                    x.sym_sizes(), ", but got ", dy.sym_sizes());
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "groupnorm_cuda.backward: expected grad_output of dtype ",
+              x.scalar_type(), ", but got ", dy.scalar_type());
+  TORCH_CHECK(dy.device() == x.device(), "Expected all tensors to be on the same device, but grad_output is on ",
+              dy.device(), " and input is on ", x.device());
+  check_stats(mean, "mean", x, num_groups);
+  check_stats(rstd, "rstd", x, num_groups);
+}
+
+// The Problem of a checked input with real sizes (the kernels' view of it).
+inline Problem make_problem(const at::Tensor& x, int64_t num_groups, c10::string_view activation) {
+  Problem p;
+  p.N = x.size(0);
+  p.C = x.size(1);
+  p.HxW = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) p.HxW *= x.size(d);
+  p.G = num_groups;
+  p.dtype = dtype_of(x.scalar_type());
+  p.layout = pick_layout(x);
+  p.act = parse_activation(activation);
+  return p;
+}
+
+}  // namespace groupnorm_cuda

@@ -1,0 +1,89 @@
+// Pieces shared by the two CPU backward kernels: the SiLU pre-activation coefficients of a
+// channel and the per-group step that turns per-channel sums into dweight / dbias partials and
+// dx coefficients (csrc/README.md, "Backward").
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/kernels/common.h"
+#include "cpu/kernels/params.h"
+
+namespace groupnorm_cuda {
+namespace cpu {
+namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
+
+using at::vec::Vectorized;
+
+// Coefficients of one channel for the SiLU pre-activation z = u * zs + zb.
+template <typename A>
+struct ZCoef {
+  A zs = 0, zb = 0;
+};
+
+// Per-group result of the reduction, turned into dx coefficients.
+template <typename A>
+struct GroupCoef {
+  A r = 0;   // sum(u) / M: rounding error of the saved mean
+  A c2 = 0;  // dx = rho * w * dy' + c2 * u + c3
+  A c3 = 0;
+};
+
+// Given per-channel sums of one group (D channels of sample n, as three arrays a, bs, e),
+// writes the dweight/dbias partials and returns the dx coefficients. wv: the weight in the
+// accumulation type (params_acc). Vector loops over the channels.
+template <typename T, typename W>
+GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
+                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv) {
+  using A = acc_t<T>;
+  using V = Vectorized<A>;
+  const auto& s = a.s;
+  const int64_t D = s.D();
+  const A M = static_cast<A>(s.M());
+  const A rho = a.rstd[n * s.G + g];
+  GroupCoef<A> gc;
+  gc.r = sum_vec(se, D) / M;
+  const A* w = wv + g * D;
+  A* dw = a.dw_part ? a.dw_part + n * s.C + g * D : nullptr;
+  A* db = a.db_part ? a.db_part + n * s.C + g * D : nullptr;
+  V vA(0), vB(0);
+  A Asum = 0, Bsum = 0;
+  walk<A>(
+      D, nullptr,
+      [&](int64_t d, const V& va, const V& vb) {
+        const V dyxhat = V(rho) * (vb - V(gc.r) * va);
+        const V vw = V::loadu(w + d);
+        vA = at::vec::fmadd(vw, dyxhat, vA);
+        vB = at::vec::fmadd(vw, va, vB);
+        if (dw) dyxhat.store(dw + d);
+        if (db) va.store(db + d);
+      },
+      [&](int64_t d, A va, A vb) {
+        const A dyxhat = rho * (vb - gc.r * va);
+        Asum += w[d] * dyxhat;
+        Bsum += w[d] * va;
+        if (dw) dw[d] = dyxhat;
+        if (db) db[d] = va;
+      },
+      sa, sb);
+  if (D >= V::size()) {
+    Asum += hsum(vA);
+    Bsum += hsum(vB);
+  }
+  gc.c2 = -rho * rho * Asum / M;
+  gc.c3 = rho * (gc.r * rho * Asum - Bsum) / M;
+  return gc;
+}
+
+template <typename T, typename W>
+inline ZCoef<acc_t<T>> z_coef(const BwdArgs<T, W>& a, int64_t n, int64_t c, acc_t<T> r) {
+  using A = acc_t<T>;
+  // z = (u - r) * rho * w + b = u * zs + (b - r * zs)
+  ZCoef<A> z;
+  z.zs = a.rstd[n * a.s.G + c / a.s.D()] * param_at(a.w, c, A(1));
+  z.zb = param_at(a.b, c, A(0)) - r * z.zs;
+  return z;
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace groupnorm_cuda

@@ -1,0 +1,43 @@
+// The arguments of one CPU forward / backward call, filled once by the glue
+// (cpu/group_norm_cpu.cpp) and read by every kernel of that direction.
+#pragma once
+
+#include <cstdint>
+
+#include "common/problem.h"
+#include "common/welford.h"
+
+namespace groupnorm_cuda {
+namespace cpu {
+namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
+
+template <typename T, typename W>
+struct FwdArgs {
+  const T* x;
+  const W* w;  // nullable
+  const W* b;  // nullable
+  T* y;
+  acc_t<T>* mean;
+  acc_t<T>* rstd;
+  Problem s;  // sizes, layout, activation
+  double eps;
+};
+
+// Per channel of a unit the backward reduces a = sum(dy'), bs = sum(dy' * u), e = sum(u), u = x - mean.
+template <typename T, typename W>
+struct BwdArgs {
+  const T* dy;
+  const T* x;
+  const acc_t<T>* mean;
+  const acc_t<T>* rstd;
+  const W* w;  // nullable
+  const W* b;  // nullable
+  T* dx;       // nullable: not wanted
+  acc_t<T>* dw_part;  // (N, C) per-sample sum(dy' * xhat), nullable
+  acc_t<T>* db_part;  // (N, C) per-sample sum(dy'), nullable
+  Problem s;  // sizes, layout, activation
+};
+
+}  // namespace
+}  // namespace cpu
+}  // namespace groupnorm_cuda

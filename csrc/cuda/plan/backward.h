@@ -1,0 +1,200 @@
+// The backward schedule of the CUDA launch planner: OnChip, Split or Rows (launch_plan.h says
+// when each is chosen), with grid, block, shared memory and workspace regions of every launch.
+#pragma once
+
+#include "cuda/plan/types.h"
+
+namespace groupnorm_cuda {
+namespace plan {
+
+namespace detail {
+
+// OnChip: gn_bwd_onchip (+ gn_bwd_params), x and dy tiles of `on.gpb` groups in shared memory.
+inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t slot2, int64_t split_max) {
+  const DeviceProblem& p = b.prob;
+  const int64_t acc = acc_size(p.dtype);
+  b.schedule = Schedule::OnChip;
+  b.walk = on;
+  b.smem_bytes = on.gpb * slot2;
+  // Channels of a group shared out over its threads: as many lanes per channel as the
+  // threads allow (a power of two <= 32, so the lanes of a channel are within one warp).
+  b.chan_lanes = clamp64(on.tpg / std::max<int64_t>(1, p.D()), 1, 32);
+  while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
+  b.ws_dwp = 0;
+  b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
+  Launch l;
+  l.kernel = "gn_bwd_onchip";
+  walk_params(l, on, b.vec);
+  for (auto& kv : l.params)  // as in the forward: what the split alternative could reach
+    if (kv.first == "max_splits") kv.second = split_max;
+  l.shared_mem_bytes = b.smem_bytes + 3 * 32 * acc;  // + static reduction buffer
+  l.params.push_back({"chan_lanes", b.chan_lanes});
+  l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
+  b.launches.push_back(l);
+  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
+}
+
+// gn_bwd_sums_nchw: rows = channels of the group (D), K = HxW / V vector-columns; `lanes`
+// threads per row (a power of two <= 32, sub-warp shuffle reduce), pieces split the columns.
+inline void plan_sums_nchw(const DeviceProblem& p, const Overrides& ov, int64_t V, SumsPlan& s) {
+  const int64_t NG = p.N * p.G, D = p.D();
+  const int64_t K = p.HxW / V;
+  const int64_t min_piece = std::max<int64_t>(1, kMinChunkElems / V);
+  s.max_pieces = std::max<int64_t>(1, ceil_div(K, min_piece));
+  const int64_t lanes0 = std::min<int64_t>(32, pow2_ceil(K));
+  const int64_t rows0 = std::min(D, std::max<int64_t>(1, kMaxBlock / lanes0));
+  const int64_t base = NG * ceil_div(D, rows0);
+  int64_t pieces;
+  if (ov.pieces > 0) pieces = std::min(ov.pieces, K);
+  else if (base >= min_ctas(p)) pieces = 1;
+  else pieces = std::min(s.max_pieces, ceil_div(target_ctas(p), base));
+  pieces = std::max<int64_t>(1, pieces);
+  s.piece_len = ceil_div(K, pieces);
+  s.pieces = ceil_div(K, s.piece_len);
+  s.max_pieces = std::max(s.max_pieces, s.pieces);
+  s.lanes = std::min<int64_t>(32, pow2_ceil(s.piece_len));
+  s.rows_par = std::min(D, std::max<int64_t>(1, kMaxBlock / s.lanes));
+  s.row_blocks = ceil_div(D, s.rows_par);
+  s.block = round_up(s.lanes * s.rows_par, 32);
+  s.grid = NG * s.row_blocks * s.pieces;
+}
+
+// gn_bwd_sums_nhwc: rows = spatial positions, K = D / V vector-columns; `lanes` columns x
+// `rows_par` rows of threads, pieces split the rows.
+inline void plan_sums_nhwc(const DeviceProblem& p, const Overrides& ov, int64_t V, SumsPlan& s) {
+  const int64_t NG = p.N * p.G, D = p.D();
+  const int64_t K = D / V;
+  const int64_t min_rows = std::max<int64_t>(1, ceil_div(kMinChunkElems, D));
+  s.max_pieces = std::max<int64_t>(1, ceil_div(p.HxW, min_rows));
+  int64_t pieces;
+  if (ov.pieces > 0) pieces = std::min(ov.pieces, p.HxW);
+  else if (NG >= min_ctas(p)) pieces = 1;
+  else pieces = std::min(s.max_pieces, ceil_div(target_ctas(p), NG));
+  pieces = std::max<int64_t>(1, pieces);
+  s.piece_len = ceil_div(p.HxW, pieces);
+  s.pieces = ceil_div(p.HxW, s.piece_len);
+  s.max_pieces = std::max(s.max_pieces, s.pieces);
+  s.lanes = std::min(K, kNhwcSumsThreads);
+  s.rows_par = std::max<int64_t>(1, std::min(kNhwcSumsThreads / s.lanes, s.piece_len));
+  s.row_blocks = 1;
+  s.block = round_up(s.lanes * s.rows_par, 32);
+  s.grid = NG * s.pieces;
+}
+
+// Workspace regions of the Split and Rows schedules (bytes from the start, 256-byte aligned).
+inline void plan_backward_workspace(BackwardPlan& b, bool rows) {
+  const DeviceProblem& p = b.prob;
+  const int64_t NG = p.N * p.G, acc = acc_size(p.dtype);
+  int64_t off = 0;
+  auto region = [&](int64_t bytes) {
+    const int64_t at = off;
+    off += round_up(bytes, 256);
+    return at;
+  };
+  b.ws_silu = region(b.silu ? NG * b.walk.splits * 3 * acc : 0);
+  b.ws_sums = region(p.N * p.C * b.sums.pieces * 3 * acc);
+  b.ws_coef = region(NG * 2 * acc);
+  b.ws_dwp = region(p.N * p.C * 2 * acc);
+  b.ws_r = region(rows && b.silu ? NG * acc : 0);
+  b.workspace_bytes = off;
+}
+
+// Rows: [gn_fwd_stats_rows + gn_bwd_silu_r] + gn_bwd_sums_rows + coeffs + params + gn_bwd_dx_rows.
+inline void rows_backward_launches(BackwardPlan& b) {
+  const RowsPlan& r = b.rows;
+  if (b.silu) {
+    b.launches.push_back(rows_launch("gn_fwd_stats_rows", r, b.vec, r.smem_bytes));
+    b.launches.push_back(plain_launch("gn_bwd_silu_r", r.finalize_grid, r.finalize_block));
+  }
+  b.launches.push_back(rows_launch("gn_bwd_sums_rows", r, b.vec, r.smem_bytes));
+  b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
+  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
+  b.launches.push_back(rows_launch("gn_bwd_dx_rows", r, b.vec, 0));
+}
+
+// Split: [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + coeffs + params + gn_bwd_dx.
+inline void split_backward_launches(BackwardPlan& b) {
+  const DeviceProblem& p = b.prob;
+  const SumsPlan& s = b.sums;
+  const int64_t V = b.vec, acc = acc_size(p.dtype);
+  if (b.silu) {
+    Launch l;
+    l.kernel = "gn_fwd_stats";
+    walk_params(l, b.walk, V);
+    l.shared_mem_bytes = 3 * 32 * acc;
+    l.params.push_back({"silu_prepass", 1});
+    b.launches.push_back(l);
+  }
+  Launch sums;
+  sums.kernel = p.layout == Layout::Contiguous ? "gn_bwd_sums_nchw" : "gn_bwd_sums_nhwc";
+  sums.grid = {s.grid, 1, 1};
+  sums.block = {s.block, 1, 1};
+  sums.shared_mem_bytes = p.layout == Layout::Contiguous ? 0 : kNhwcSumsThreads * 8 * acc;
+  sums.params = {{"vec", V},           {"lanes", s.lanes},           {"rows_par", s.rows_par},
+                 {"row_blocks", s.row_blocks}, {"pieces", s.pieces}, {"max_pieces", s.max_pieces},
+                 {"piece_len", s.piece_len}};
+  b.launches.push_back(sums);
+  b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
+  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
+  Launch dx;
+  dx.kernel = "gn_bwd_dx";
+  walk_params(dx, b.walk, V);
+  b.launches.push_back(dx);
+}
+
+}  // namespace detail
+
+inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = {}) {
+  using namespace detail;
+  validate(p);
+  BackwardPlan b;
+  b.prob = p;
+  b.ov = ov;
+  b.vec = pick_vec(p, ov);
+  b.silu = p.act == Activation::SiLU;
+  const int64_t NG = p.N * p.G, D = p.D(), V = b.vec;
+  if (NG == 0 || D * p.HxW == 0) return b;
+  b.params_block = 256;
+  b.params_grid = ceil_div(p.C, b.params_block);
+  b.walk = plan_walk(p, V, ov);
+
+  // On-chip candidate: x and dy tiles of a group side by side. At most 256 threads:
+  // gn_bwd_onchip takes up to 80 registers (RESULTS.md), so 512-thread CTAs would leave one
+  // CTA per SM.
+  const int64_t Mv = D * p.HxW / V;
+  const int64_t slot2 = 2 * round_up(Mv * V * elem_size(p.dtype), 16);
+  const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, ov);
+  if (choose_onchip(p, ov, slot2 <= kDynSmemBytes, on, b.walk)) {
+    plan_backward_onchip(b, on, slot2, b.walk.max_splits);
+    return b;
+  }
+
+  SumsPlan& s = b.sums;
+  int64_t rows_vec = 1;
+  const bool rows = (ov.schedule == Schedule::Auto || ov.schedule == Schedule::Rows) &&
+                    plan_rows(p, ov, b.rows, rows_vec);
+  if (rows) {
+    b.schedule = Schedule::Rows;
+    b.vec = rows_vec;
+    s.pieces = s.max_pieces = b.rows.pieces;
+    s.piece_len = b.rows.piece_len;
+    s.grid = b.rows.grid;
+    s.block = b.rows.block;
+    b.walk.splits = b.rows.pieces;  // SiLU pre-pass partials per group
+  } else if (p.layout == Layout::Contiguous) {
+    plan_sums_nchw(p, ov, V, s);
+  } else {
+    plan_sums_nhwc(p, ov, V, s);
+  }
+  b.coeff_block = 256;
+  b.coeff_grid = ceil_div(NG, b.coeff_block / 32);
+  plan_backward_workspace(b, rows);
+  if (rows)
+    rows_backward_launches(b);
+  else
+    split_backward_launches(b);
+  return b;
+}
+
+}  // namespace plan
+}  // namespace groupnorm_cuda

@@ -1,0 +1,268 @@
+// Types, tunables and shared helpers of the CUDA launch planner (csrc/cuda/launch_plan.h):
+// the plan records that the launcher executes and describe() prints. Pure host C++17.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/problem.h"
+
+namespace groupnorm_cuda {
+namespace plan {
+
+struct Launch {
+  std::string kernel;
+  std::array<int64_t, 3> grid{1, 1, 1};
+  std::array<int64_t, 3> block{1, 1, 1};
+  int64_t shared_mem_bytes = 0;
+  // Extra facts worth printing (schedule, split factor, ...).
+  std::vector<std::pair<std::string, int64_t>> params;
+};
+
+struct Plans {
+  std::vector<Launch> forward;
+  std::vector<Launch> backward;
+};
+
+// ---------------------------------------------------------------------------------------
+// Tunables.
+constexpr int64_t kOnChipMaxGroupBytes = 32 * 1024;  // a group parked in shared memory
+constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // static + dynamic smem per CTA (no opt-in)
+constexpr int64_t kStaticSmemBytes = 3 * 32 * 8;     // the largest static buffer (red[3][32] of double)
+constexpr int64_t kDynSmemBytes = kSmemBudgetBytes - kStaticSmemBytes;  // dynamic smem per CTA
+constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
+constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
+constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward (backward: kMaxBlock)
+constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
+constexpr int64_t kMaxGridX = 2147483647;
+
+enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2 };
+
+// The problem (common/problem.h) on a device: what the planner needs to know of the GPU.
+struct DeviceProblem : Problem {
+  int64_t sm_count = 132;  // streaming multiprocessors
+};
+
+// 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
+struct Overrides {
+  Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits) or Split;
+                                       // forward Rows (only where it applies, else Split)
+  int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group;
+                                // forward Rows: pieces per sample
+  int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
+  int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
+  int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
+  int64_t pieces = 0;           // backward sums: pieces of the reduced dimension
+};
+
+// Work distribution of the element-walking kernels (mirrors kernels::WalkSched).
+struct WalkPlan {
+  int64_t splits = 1, chunk = 0, max_splits = 1;  // chunk in vectors
+  int64_t tpg = 32, gpb = 1;
+  int64_t grid = 0;
+  int64_t block() const { return tpg * gpb; }
+};
+
+// Forward Rows schedule (mirrors kernels::RowsSched).
+struct RowsPlan {
+  int64_t pieces = 1, piece_len = 0, max_pieces = 1;  // spatial rows per CTA
+  int64_t rows_par = 1;                               // row lanes per CTA
+  int64_t block = 32, grid = 0;                       // stats / apply kernels
+  int64_t smem_bytes = 0;                             // gn_fwd_stats_rows per-channel states
+  int64_t finalize_block = 256, finalize_grid = 0;
+  int64_t ws_gstat = 0;                               // workspace offset of (m, rstd) per group
+};
+
+struct ForwardPlan {
+  DeviceProblem prob;
+  Overrides ov;
+  Schedule schedule = Schedule::Split;
+  int64_t vec = 1;
+  WalkPlan walk;
+  RowsPlan rows;
+  int64_t smem_bytes = 0;   // gn_fwd_onchip dynamic shared memory
+  int64_t slot_bytes = 0;   // per group, on-chip
+  int64_t workspace_bytes = 0;
+  std::vector<Launch> launches;
+};
+
+struct SumsPlan {
+  int64_t lanes = 1, rows_par = 1, row_blocks = 1;
+  int64_t pieces = 1, piece_len = 0, max_pieces = 1;
+  int64_t block = 32, grid = 0;
+};
+
+struct BackwardPlan {
+  DeviceProblem prob;
+  Overrides ov;
+  Schedule schedule = Schedule::Split;
+  int64_t vec = 1;
+  bool silu = false;
+  WalkPlan walk;  // OnChip: gn_bwd_onchip; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
+  int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
+  int64_t chan_lanes = 1;   // gn_bwd_onchip: threads per channel in the per-channel sums
+  SumsPlan sums;            // Split only
+  RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
+  int64_t coeff_block = 256, coeff_grid = 0;
+  int64_t params_block = 256, params_grid = 0;
+  // Workspace regions (bytes from the start, 256-byte aligned).
+  int64_t ws_silu = 0, ws_sums = 0, ws_coef = 0, ws_dwp = 0, ws_r = 0, workspace_bytes = 0;
+  std::vector<Launch> launches;
+};
+
+
+// ---------------------------------------------------------------------------------------
+namespace detail {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t pow2_ceil(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return std::max(lo, std::min(hi, v)); }
+
+inline void validate(const DeviceProblem& p) {
+  if (p.N < 0 || p.C <= 0 || p.HxW < 0 || p.G <= 0 || p.C % p.G != 0)
+    throw std::invalid_argument("groupnorm_cuda launch plan: need N >= 0, C > 0, G > 0, C % G == 0");
+  if (p.sm_count <= 0) throw std::invalid_argument("groupnorm_cuda launch plan: sm_count must be positive");
+}
+
+// 16-byte vectors when every vector lies inside one row of the 2-D view of a group and
+// all vector offsets are multiples of the width (pointer alignment is checked at launch).
+inline int64_t pick_vec(const DeviceProblem& p, const Overrides& ov) {
+  const int64_t v = 16 / elem_size(p.dtype);
+  if (ov.vec == 1) return 1;
+  const int64_t D = p.C / p.G;
+  const bool ok = p.layout == Layout::Contiguous ? (p.HxW % v == 0) : (D % v == 0);
+  return ok ? v : 1;
+}
+
+inline int64_t min_ctas(const DeviceProblem& p) { return 2 * p.sm_count; }
+inline int64_t target_ctas(const DeviceProblem& p) { return 4 * p.sm_count; }
+
+inline WalkPlan plan_walk(const DeviceProblem& p, int64_t vec, const Overrides& ov) {
+  WalkPlan w;
+  const int64_t NG = p.N * p.G;
+  const int64_t Mv = (p.C / p.G) * p.HxW / vec;
+  const int64_t min_chunk = std::max<int64_t>(1, kMinChunkElems / vec);
+  w.max_splits = std::max<int64_t>(1, ceil_div(Mv, min_chunk));
+  int64_t splits;
+  if (ov.splits > 0) splits = std::min(ov.splits, std::max<int64_t>(1, Mv));
+  else if (NG >= min_ctas(p)) splits = 1;
+  else splits = std::min(w.max_splits, ceil_div(target_ctas(p), std::max<int64_t>(1, NG)));
+  splits = std::max<int64_t>(1, splits);
+  w.chunk = std::max<int64_t>(1, ceil_div(Mv, splits));
+  w.splits = std::max<int64_t>(1, ceil_div(Mv, w.chunk));
+  if (ov.splits <= 0) w.max_splits = std::max(w.max_splits, w.splits);
+  w.tpg = clamp64(pow2_ceil(ceil_div(w.chunk, 4)), 32, kMaxBlock);
+  w.gpb = 1;
+  if (w.splits == 1) {
+    w.gpb = std::max<int64_t>(1, kMaxBlock / w.tpg);
+    while (w.gpb > 1 && ceil_div(NG, w.gpb) < min_ctas(p)) w.gpb /= 2;
+  }
+  if (ov.threads_per_group > 0) w.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.groups_per_block > 0 && w.splits == 1) w.gpb = ov.groups_per_block;
+  if (w.splits > 1) w.gpb = 1;
+  w.gpb = std::max<int64_t>(1, std::min(w.gpb, 1024 / w.tpg));
+  w.grid = ceil_div(NG, w.gpb) * w.splits;
+  if (w.grid > kMaxGridX) throw std::invalid_argument("groupnorm_cuda launch plan: grid too large");
+  return w;
+}
+
+// On-chip walk: one group per `tpg` (<= max_tpg) threads, `gpb` groups per CTA, each group
+// owning `slot_bytes` of dynamic shared memory.
+inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slot_bytes, int64_t max_tpg,
+                                 const Overrides& ov) {
+  const int64_t NG = p.N * p.G;
+  WalkPlan on;
+  on.splits = 1;
+  on.max_splits = 1;
+  on.chunk = Mv;
+  on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, max_tpg);
+  on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kDynSmemBytes / slot_bytes));
+  while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
+  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kDynSmemBytes / slot_bytes}));
+  on.grid = ceil_div(NG, on.gpb);
+  return on;
+}
+
+// On-chip or not: forced by the override where the data fits, else when it fits and gives
+// enough CTAs, or when the split alternative could not have had more of them.
+inline bool choose_onchip(const DeviceProblem& p, const Overrides& ov, bool fits, const WalkPlan& on, const WalkPlan& split) {
+  if (ov.schedule == Schedule::OnChip) return fits;
+  if (ov.schedule == Schedule::Split || ov.schedule == Schedule::Rows) return false;
+  return fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
+}
+
+inline Launch plain_launch(const char* kernel, int64_t grid, int64_t block, int64_t smem = 0) {
+  Launch l;
+  l.kernel = kernel;
+  l.grid = {grid, 1, 1};
+  l.block = {block, 1, 1};
+  l.shared_mem_bytes = smem;
+  return l;
+}
+
+inline Launch rows_launch(const char* kernel, const RowsPlan& r, int64_t vec, int64_t smem) {
+  Launch l = plain_launch(kernel, r.grid, r.block, smem);
+  l.params = {{"vec", vec},
+              {"pieces", r.pieces},
+              {"max_pieces", r.max_pieces},
+              {"piece_len", r.piece_len},
+              {"rows_par", r.rows_par},
+              {"schedule", static_cast<int64_t>(Schedule::Rows)}};
+  return l;
+}
+
+inline void walk_params(Launch& l, const WalkPlan& w, int64_t vec) {
+  l.grid = {w.grid, 1, 1};
+  l.block = {w.block(), 1, 1};
+  l.params.push_back({"vec", vec});
+  l.params.push_back({"splits", w.splits});
+  l.params.push_back({"max_splits", w.max_splits});
+  l.params.push_back({"chunk_vectors", w.chunk});
+  l.params.push_back({"threads_per_group", w.tpg});
+  l.params.push_back({"groups_per_block", w.gpb});
+}
+
+// Rows schedule, if it applies: channels-last, a group is not a whole number of 16-byte
+// vectors, a row of C channels is, and the per-channel states of a CTA fit in shared memory.
+inline bool plan_rows(const DeviceProblem& p, const Overrides& ov, RowsPlan& r, int64_t& vec) {
+  const int64_t v = 16 / elem_size(p.dtype);
+  const int64_t D = p.C / p.G;
+  if (p.layout != Layout::ChannelsLast || ov.vec == 1 || D % v == 0 || p.C % v != 0) return false;
+  const int64_t cw = p.C / v;
+  if (cw > 2 * kMaxBlock) return false;
+  const int64_t min_rows = std::max<int64_t>(1, ceil_div(kMinChunkElems, p.C));
+  r.max_pieces = std::max<int64_t>(1, ceil_div(p.HxW, min_rows));
+  int64_t pieces;
+  if (ov.splits > 0) pieces = std::min(ov.splits, p.HxW);
+  else if (p.N >= min_ctas(p)) pieces = 1;
+  else pieces = std::min(r.max_pieces, ceil_div(target_ctas(p), p.N));
+  pieces = std::max<int64_t>(1, pieces);
+  r.piece_len = ceil_div(p.HxW, pieces);
+  r.pieces = ceil_div(p.HxW, r.piece_len);
+  r.max_pieces = std::max(r.max_pieces, r.pieces);
+  r.rows_par = clamp64(kMaxBlock / cw, 1, r.piece_len);
+  r.block = round_up(cw * r.rows_par, 32);
+  r.grid = p.N * r.pieces;
+  r.smem_bytes = r.block * v * 3 * acc_size(p.dtype);
+  if (r.smem_bytes > kDynSmemBytes || r.grid > kMaxGridX) return false;
+  r.finalize_grid = ceil_div(p.N * p.G, r.finalize_block / 32);
+  vec = v;
+  return true;
+}
+
+}  // namespace detail
+
+}  // namespace plan
+}  // namespace groupnorm_cuda

@@ -1,0 +1,59 @@
+// The Python module groupnorm_cuda._C: build facts, the activation check of the Python API and
+// the CUDA launch planner (a pure host function, so it answers on machines without a GPU).
+// Loading this module also loads the ops (csrc/ops.cpp) and their CPU / CUDA kernels.
+#include <torch/extension.h>
+
+#include <string>
+
+#include "common/checks.h"
+#include "cuda/launch_plan.h"
+
+namespace {
+
+namespace plan = groupnorm_cuda::plan;
+
+py::list launches_to_py(const std::vector<plan::Launch>& launches) {
+  py::list out;
+  for (const auto& l : launches) {
+    py::dict d;
+    d["kernel"] = l.kernel;
+    d["grid"] = py::make_tuple(l.grid[0], l.grid[1], l.grid[2]);
+    d["block"] = py::make_tuple(l.block[0], l.block[1], l.block[2]);
+    d["shared_mem_bytes"] = l.shared_mem_bytes;
+    for (const auto& kv : l.params) d[py::str(kv.first)] = kv.second;
+    out.append(std::move(d));
+  }
+  return out;
+}
+
+// The launches the CUDA backend would make for `input` (any device, meta included): the same
+// checks and Problem as the op (common/checks.h), planned for a GPU of `sm_count` SMs.
+py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std::string& activation,
+                          int64_t sm_count) {
+  groupnorm_cuda::check_forward_inputs(input, nullptr, nullptr, num_groups);
+  TORCH_CHECK_VALUE(sm_count > 0, "cuda_launch_plan: sm_count must be positive, got ", sm_count);
+  plan::DeviceProblem p;
+  static_cast<groupnorm_cuda::Problem&>(p) = groupnorm_cuda::make_problem(input, num_groups, activation);
+  p.sm_count = sm_count;
+  const plan::Plans plans = plan::describe(p);
+  py::dict d;
+  d["forward"] = launches_to_py(plans.forward);
+  d["backward"] = launches_to_py(plans.backward);
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "groupnorm_cuda compiled ops (registered under torch.ops.groupnorm_cuda)";
+#ifdef GROUPNORM_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
+  m.def(
+      "check_activation", [](const std::string& name) { (void)groupnorm_cuda::parse_activation(name); },
+      "Raises ValueError unless name is an activation the ops accept", py::arg("name"));
+  m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels for an input (pure host function)",
+        py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"));
+}
