@@ -7,15 +7,15 @@
 
 CUDA tensors run the fused CUDA kernels (when the extension was built with CUDA), CPU
 tensors the vectorized C++ CPU path. Both are registered as torch.ops.groupnorm_cuda.forward /
-backward, with fake kernels so torch.compile(fullgraph=True) traces through them.
+backward, with Meta kernels (torch.compile(fullgraph=True) traces through them) and the
+forward's autograd in C++ (torch.jit.script and torch.jit.trace work too).
 """
-from ._ops import GroupNormFunction, built_with_cuda, group_norm
+from ._ops import built_with_cuda, group_norm
 from .launch_plan import cuda_launch_plan
 from .modules import GroupNorm, convert_groupnorm
 
 __all__ = [
     "GroupNorm",
-    "GroupNormFunction",
     "built_with_cuda",
     "convert_groupnorm",
     "cuda_launch_plan",
