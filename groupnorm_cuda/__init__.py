@@ -12,13 +12,15 @@ forward's autograd in C++ (torch.jit.script and torch.jit.trace work too).
 """
 from ._ops import built_with_cuda, group_norm
 from .launch_plan import cuda_launch_plan
-from .modules import GroupNorm, convert_groupnorm
+from .modules import ConversionRecord, GroupNorm, convert_groupnorm, register_groupnorm_conversion
 
 __all__ = [
+    "ConversionRecord",
     "GroupNorm",
     "built_with_cuda",
     "convert_groupnorm",
     "cuda_launch_plan",
     "group_norm",
+    "register_groupnorm_conversion",
 ]
 __version__ = "0.1.0"
