@@ -83,9 +83,11 @@ def parse(report):
     return rows
 
 
-def compile_one(nvcc, src, arch, workdir):
-    cmd = [nvcc, "-std=c++17", "-O3", "-I", CSRC, "-gencode", f"arch=compute_{arch},code=sm_{arch}",
-           "-Xptxas", "-v", "-c", src, "-o", os.path.join(workdir, f"out_{arch}_{os.path.basename(src)}.o")]
+def compile_one(nvcc, src, arch, workdir, includes=()):
+    """nvcc -c of src for sm_<arch> with the ptxas report; `includes` come before csrc."""
+    cmd = [nvcc, "-std=c++17", "-O3", *[a for d in includes for a in ("-I", d)], "-I", CSRC,
+           "-gencode", f"arch=compute_{arch},code=sm_{arch}", "-Xptxas", "-v", "-c", src,
+           "-o", os.path.join(workdir, f"out_{arch}_{os.path.basename(src)}.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 

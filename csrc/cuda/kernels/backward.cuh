@@ -340,8 +340,9 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
     const int64_t off = base + w.row * geo.RS + w.col * V;
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-    xt[e] = xv;  // read back by this same thread in steps 2 and 4; step 3 follows a barrier
-    dt[e] = load_vec<T, V>(p.dy, off);
+    // read back by this same thread in steps 2 and 4; step 3 follows a barrier
+    store_tile<T, V>(xt, e, xv);
+    store_tile<T, V>(dt, e, load_vec<T, V>(p.dy, off));
     if (p.silu) accumulate_vec<T, V>(st, xv, s);
     w.advance();
   }
@@ -355,7 +356,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   A se = A(0), sga = A(0), sgb = A(0);
   w.init(gs.e_begin + gs.lt, tpg, geo.K);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
-    const Vec<T, V> xv = xt[e], dv = dt[e];
+    const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A u, gamma;
@@ -415,7 +416,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   if (p.dx) {
     w.init(gs.e_begin + gs.lt, tpg, geo.K);
     for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
-      const Vec<T, V> xv = xt[e], dv = dt[e];
+      const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
       Vec<T, V> out;
 #pragma unroll
       for (int j = 0; j < V; ++j) {

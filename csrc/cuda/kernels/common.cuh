@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cmath>
+#include <cstring>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
@@ -77,11 +78,58 @@ template <typename A> __device__ inline A shfl_xor(A v, int lane_mask) {
 // ---- vectors: V elements of T in one aligned load/store (16 bytes when V = 16/sizeof(T)) ----
 template <typename T, int V> struct alignas(sizeof(T) * V) Vec { T v[V]; };
 
+// A vector's bytes as one integer type, so that a load is one instruction: nvcc copies an
+// aggregate like Vec member by member (a bf16 tile read back as eight LDS.U16).
+template <int Bytes> struct RawBits;
+template <> struct RawBits<16> { using type = uint4; };
+template <> struct RawBits<8> { using type = uint2; };
+template <> struct RawBits<4> { using type = unsigned int; };
+template <> struct RawBits<2> { using type = unsigned short; };
+template <typename T, int V> using raw_t = typename RawBits<static_cast<int>(sizeof(T)) * V>::type;
+
+// Global memory, p + off aligned to the vector. Loads come out as one LDG.E.128.
 template <typename T, int V> __device__ inline Vec<T, V> load_vec(const T* __restrict__ p, int64_t off) {
-  return *reinterpret_cast<const Vec<T, V>*>(p + off);
+  const raw_t<T, V> r = *reinterpret_cast<const raw_t<T, V>*>(p + off);
+  Vec<T, V> v;
+  memcpy(&v, &r, sizeof(v));
+  return v;
 }
+// Stores of 16 bytes are written as one st.global.v4: from C++ (an aggregate, or even a uint4
+// filled by memcpy) nvcc emitted four 4-byte STG.E (tools/check_sass.py checks this).
 template <typename T, int V> __device__ inline void store_vec(T* __restrict__ p, int64_t off, const Vec<T, V>& v) {
-  *reinterpret_cast<Vec<T, V>*>(p + off) = v;
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(Vec<T, V>) == 16) {
+    uint32_t w[4];
+    memcpy(w, &v, 16);
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p + off), "r"(w[0]), "r"(w[1]), "r"(w[2]),
+                 "r"(w[3]));
+    return;
+  }
+#endif
+  raw_t<T, V> r;
+  memcpy(&r, &v, sizeof(r));
+  *reinterpret_cast<raw_t<T, V>*>(p + off) = r;
+}
+
+// Element e of a shared-memory tile of vectors. Writes are one STS.128 from C++; reads of 16
+// bytes are one ld.shared.v4 (the "memory" clobber keeps them after this thread's writes).
+template <typename T, int V> __device__ inline void store_tile(Vec<T, V>* tile, int64_t e, const Vec<T, V>& v) {
+  tile[e] = v;
+}
+template <typename T, int V> __device__ inline Vec<T, V> load_tile(const Vec<T, V>* tile, int64_t e) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(Vec<T, V>) == 16) {
+    uint32_t w[4];
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                 : "r"(static_cast<unsigned>(__cvta_generic_to_shared(tile + e)))
+                 : "memory");
+    Vec<T, V> v;
+    memcpy(&v, w, 16);
+    return v;
+  }
+#endif
+  return tile[e];
 }
 
 // ---- Welford / Chan merges ----

@@ -82,7 +82,7 @@ __global__ void gn_fwd_onchip(FwdParams<T, W> p) {
   w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
     const Vec<T, V> v = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
-    tile[e] = v;  // read back below by this same thread: no barrier needed
+    store_tile<T, V>(tile, e, v);  // read back below by this same thread: no barrier needed
     accumulate_vec<T, V>(st, v, s);
     w.advance();
   }
@@ -96,7 +96,7 @@ __global__ void gn_fwd_onchip(FwdParams<T, W> p) {
   const int64_t g = gs.ng % geo.G;
   w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
-    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, tile[e], g, w.row, w.col, s, m, rstd);
+    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e), g, w.row, w.col, s, m, rstd);
     store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
     w.advance();
   }
