@@ -107,7 +107,8 @@ def _extensions():
             f"nvcc home={cuda_home!r}, torch.version.cuda={torch.version.cuda!r}"
         )
 
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/module.cpp", "csrc/cpu/group_norm_cpu.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp", "csrc/module.cpp",
+               "csrc/cpu/group_norm_cpu.cpp"]
     # -fopenmp: at::parallel_for is a header template that expands to `#pragma omp parallel`
     # in OUR translation unit; without the flag the CPU kernels silently run on one thread.
     # The libgomp torch ships is already loaded by libtorch_cpu, so the two share one runtime.
