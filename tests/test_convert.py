@@ -184,3 +184,19 @@ class _ScriptableNet(nn.Module):
 
     def forward(self, x):
         return self.last(self.seq(self.norm(self.conv(x))))
+
+
+# ---------------------------------------------------------------------------------------
+# torch.export
+
+
+def test_torch_export_of_converted_model(device):
+    net = _ScriptableNet(_randomize(Net()).to(device)).eval()
+    convert_groupnorm(net, fuse_activation=True)
+    x = torch.randn(2, 3, 9, 9, device=device)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})
+    assert any("groupnorm_cuda.forward" in str(n.target) for n in ep.graph.nodes)
+    for n in (2, 5):  # a batch size other than the traced one (symbolic shapes in the Meta kernel)
+        xn = torch.randn(n, 3, 9, 9, device=device)
+        torch.testing.assert_close(ep.module()(xn), net(xn), rtol=1e-6, atol=1e-6)
