@@ -20,6 +20,8 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
     d["grid"] = py::make_tuple(l.grid[0], l.grid[1], l.grid[2]);
     d["block"] = py::make_tuple(l.block[0], l.block[1], l.block[2]);
     d["shared_mem_bytes"] = l.shared_mem_bytes;
+    d["dram_read_bytes"] = l.bytes_read;
+    d["dram_write_bytes"] = l.bytes_written;
     for (const auto& kv : l.params) d[py::str(kv.first)] = kv.second;
     out.append(std::move(d));
   }
@@ -35,10 +37,22 @@ py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std
   plan::DeviceProblem p;
   static_cast<groupnorm_cuda::Problem&>(p) = groupnorm_cuda::make_problem(input, num_groups, activation);
   p.sm_count = sm_count;
-  const plan::Plans plans = plan::describe(p);
+  const plan::Described plans = plan::describe(p);
+  auto traffic = [](const plan::Traffic& t) {
+    py::dict d;
+    d["read_bytes"] = t.read;
+    d["write_bytes"] = t.write;
+    d["floor_bytes"] = t.floor;
+    d["ratio"] = t.ratio();
+    return d;
+  };
   py::dict d;
   d["forward"] = launches_to_py(plans.forward);
   d["backward"] = launches_to_py(plans.backward);
+  py::dict t;
+  t["forward"] = traffic(plans.forward_traffic);
+  t["backward"] = traffic(plans.backward_traffic);
+  d["traffic"] = t;
   return d;
 }
 

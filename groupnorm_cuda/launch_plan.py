@@ -33,8 +33,11 @@ def cuda_launch_plan(
 ) -> dict:
     """The CUDA launches groupnorm_cuda would make for an input of this shape.
 
-    Returns {"forward": [...], "backward": [...]}; each launch is a dict with at least
-    "kernel", "grid" (3 ints), "block" (3 ints) and "shared_mem_bytes". The input is checked as
+    Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
+    at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes", and the modeled
+    global-memory "dram_read_bytes" / "dram_write_bytes"; "traffic" has, per direction,
+    "read_bytes", "write_bytes", "floor_bytes" and "ratio" (total / floor). The model and its
+    assumptions: csrc/cuda/plan/traffic.h. The input is checked as
     the op checks it (errors in F.group_norm's wording); as in the op, a channels-last shape
     whose spatial size is 1 is the same memory as a contiguous one and is planned as such.
     """

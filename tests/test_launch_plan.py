@@ -2,6 +2,8 @@
 occupancy (>= 2 CTAs per SM on a 132-SM GPU, or the split is already maximal), CUDA launch
 limits, every dtype / layout / activation. Pure host code: no GPU needed."""
 import itertools
+import os
+import sys
 import math
 
 import pytest
@@ -232,3 +234,72 @@ def test_huge_tensor_grid_fits():
 def test_invalid_arguments(bad):
     with pytest.raises((ValueError, RuntimeError)):
         groupnorm_cuda.cuda_launch_plan(bad["shape"], bad["num_groups"])
+
+
+# ---------------------------------------------------------------------------------------
+# DRAM-traffic model (csrc/cuda/plan/traffic.h)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from gnbench.cases import all_cases  # noqa: E402
+
+# Modeled (read + write) / floor per schedule, counting the tensor passes only:
+#   forward  on-chip 1 read + 1 write = 1.0; split / rows 2 reads + 1 write = 1.5;
+#   backward on-chip reads x, dy, writes dx = 1.0; split / rows 4 reads + 1 write = 5/3,
+#   + 1 read of x for the SiLU pre-pass = 2.0.
+# Workspace, parameters and statistics come on top: the tensor bytes are never below these
+# multiples of x, and for the VAE shapes of >= 16 MiB (what the split schedule is for) within
+# 3% of them.
+EXPECTED_FWD = {"gn_fwd_onchip": 1.0, "gn_fwd_stats": 1.5, "gn_fwd_stats_rows": 1.5}
+
+
+def _expected_bwd(kernels, act):
+    if kernels[0] == "gn_bwd_onchip":
+        return 1.0
+    return 2.0 if act == "silu" else 5.0 / 3.0
+
+
+@pytest.mark.parametrize("case", [c for c in all_cases()], ids=lambda c: c.name)
+def test_traffic_ratios_on_benchmark_shapes(case):
+    for dt, fmt, act in itertools.product((torch.float32, torch.bfloat16), _memory_formats(case.shape),
+                                          (None, "silu")):
+        plans = groupnorm_cuda.cuda_launch_plan(case.shape, case.num_groups, dtype=dt, memory_format=fmt,
+                                                activation=act)
+        t = plans["traffic"]
+        for direction in ("forward", "backward"):
+            launches = plans[direction]
+            assert sum(l["dram_read_bytes"] for l in launches) == t[direction]["read_bytes"]
+            assert sum(l["dram_write_bytes"] for l in launches) == t[direction]["write_bytes"]
+        ideal_f = EXPECTED_FWD[plans["forward"][0]["kernel"]]
+        ideal_b = _expected_bwd([l["kernel"] for l in plans["backward"]], act)
+        x_bytes = math.prod(case.shape) * (4 if dt == torch.float32 else 2)
+        moved = {d: t[d]["read_bytes"] + t[d]["write_bytes"] for d in ("forward", "backward")}
+        assert moved["forward"] >= ideal_f * 2 * x_bytes and moved["backward"] >= ideal_b * 3 * x_bytes
+        if case.family in ("vae", "video_vae") and x_bytes >= (16 << 20):
+            assert t["forward"]["ratio"] == pytest.approx(ideal_f, rel=0.03), (case.name, dt, fmt, act)
+            assert t["backward"]["ratio"] == pytest.approx(ideal_b, rel=0.03), (case.name, dt, fmt, act)
+
+
+# Pinned model values (H200, 132 SMs) that show where the schedules lose today, for issue 17's
+# kernels to improve: per-(n, c) partial sums of channels-last rows pieces, and the per-(n, c)
+# dweight/dbias terms, which outweigh x itself when HxW = 1.
+PINNED = [
+    ((1, 512, 128, 128), torch.bfloat16, torch.contiguous_format, None, 1.500, 1.669),
+    ((32, 2048, 7, 7), torch.float32, torch.contiguous_format, None, 1.000, 1.027),
+    ((2, 320, 32, 32), torch.bfloat16, torch.channels_last, None, 1.650, 2.669),
+    ((256, 2048, 1, 1), torch.float32, torch.contiguous_format, None, 1.000, 2.313),
+]
+
+
+@pytest.mark.parametrize("shape,dt,fmt,act,fwd,bwd", PINNED)
+def test_traffic_pinned(shape, dt, fmt, act, fwd, bwd):
+    t = groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=dt, memory_format=fmt, activation=act)["traffic"]
+    assert round(t["forward"]["ratio"], 3) == fwd and round(t["backward"]["ratio"], 3) == bwd
+
+
+def test_traffic_exact_on_chip():
+    # 32 x 64 x 8 x 8 fp32, G = 32: groups of 2 x 64 values fit on chip; the forward moves
+    # exactly the floor: x + y + weight + bias + mean + rstd.
+    t = groupnorm_cuda.cuda_launch_plan((32, 64, 8, 8), 32)["traffic"]["forward"]
+    x = 32 * 64 * 8 * 8 * 4
+    assert t["floor_bytes"] == 2 * x + 2 * 64 * 4 + 2 * 32 * 32 * 4
+    assert t["read_bytes"] + t["write_bytes"] == t["floor_bytes"] and t["ratio"] == 1.0

@@ -36,16 +36,26 @@
 
 #include "cuda/plan/backward.h"
 #include "cuda/plan/forward.h"
+#include "cuda/plan/traffic.h"
 #include "cuda/plan/types.h"
 
 namespace groupnorm_cuda {
 namespace plan {
 
-// Both directions' launches for a problem (groupnorm_cuda.cuda_launch_plan).
-inline Plans describe(const DeviceProblem& p) {
-  Plans out;
-  out.forward = plan_forward(p).launches;
-  out.backward = plan_backward(p).launches;
+// Both directions' launches for a problem, with their modeled DRAM traffic
+// (groupnorm_cuda.cuda_launch_plan).
+struct Described {
+  std::vector<Launch> forward, backward;
+  Traffic forward_traffic, backward_traffic;
+};
+inline Described describe(const DeviceProblem& p) {
+  ForwardPlan f = plan_forward(p);
+  BackwardPlan b = plan_backward(p);
+  Described out;
+  out.forward_traffic = forward_traffic(f);
+  out.backward_traffic = backward_traffic(b);
+  out.forward = f.launches;
+  out.backward = b.launches;
   return out;
 }
 

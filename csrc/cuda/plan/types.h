@@ -20,13 +20,10 @@ struct Launch {
   std::array<int64_t, 3> grid{1, 1, 1};
   std::array<int64_t, 3> block{1, 1, 1};
   int64_t shared_mem_bytes = 0;
+  // Global-memory bytes this launch reads and writes (the DRAM-traffic model, traffic.h).
+  int64_t bytes_read = 0, bytes_written = 0;
   // Extra facts worth printing (schedule, split factor, ...).
   std::vector<std::pair<std::string, int64_t>> params;
-};
-
-struct Plans {
-  std::vector<Launch> forward;
-  std::vector<Launch> backward;
 };
 
 // ---------------------------------------------------------------------------------------
