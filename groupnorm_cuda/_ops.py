@@ -41,5 +41,5 @@ def group_norm(
     or bfloat16 input) is allowed. Differentiable (double backward included): the op's
     autograd is registered in C++ (csrc/autograd.cpp).
     """
-    act = "none" if activation is None else activation
+    act = _activation_name(activation)
     return torch.ops.groupnorm_cuda.forward(input, weight, bias, num_groups, float(eps), act)[0]

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import os
 import sys
 import zlib
 
@@ -20,18 +21,10 @@ import torch
 
 import groupnorm_cuda  # noqa: F401  (registers the ops)
 
-SHAPES = [
-    ((3, 12), 2),
-    ((2, 8, 13), 4),
-    ((2, 12, 5, 7), 1),
-    ((2, 12, 5, 7), 12),
-    ((3, 16, 9, 9), 4),
-    ((2, 12, 1, 1), 3),
-    ((2, 10, 3, 4, 5), 5),
-    ((1, 4, 133, 131), 2),
-    ((2, 33, 3, 5), 11),
-    ((2, 100, 13, 17), 10),
-    ((1, 72, 91, 131), 8),
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from test_group_norm import SHAPES as TEST_SHAPES  # noqa: E402  (the suite's shapes, one list)
+
+SHAPES = TEST_SHAPES + [
     # larger: split schedules, several pieces per channel, 4-vector channel tiles
     ((1, 64, 160, 160), 32),
     ((4, 320, 24, 24), 32),
