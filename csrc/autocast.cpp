@@ -10,17 +10,18 @@
 // autograd), so gradients flow back to the input in its own dtype. (A cast is a full-size copy;
 // reading half data and writing float32 in the kernels themselves would save it: not done yet.)
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
+#include "common/op_calls.h"
+
 namespace groupnorm_cuda {
 namespace {
 
-using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Outputs = OpOutputs;
 
 // float32 copy of a floating tensor of another dtype (whatever its device: the kernel is also
 // exercised on CPU tensors by redispatching to this key in the tests).
@@ -38,11 +39,7 @@ Outputs forward_autocast_cuda(const at::Tensor& x, const std::optional<at::Tenso
                               const std::optional<at::Tensor>& b, int64_t groups, double eps,
                               c10::string_view act) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("groupnorm_cuda::forward", "")
-                       .typed<Outputs(const at::Tensor&, const std::optional<at::Tensor>&,
-                                      const std::optional<at::Tensor>&, int64_t, double, c10::string_view)>();
-  return op.call(to_float(x), to_float(w), to_float(b), groups, eps, act);
+  return call_forward(to_float(x), to_float(w), to_float(b), groups, eps, act);
 }
 
 }  // namespace

@@ -10,7 +10,6 @@
 // mean and rstd are outputs for the backward, not differentiable. groupnorm_cuda::backward
 // itself is a derivative, not differentiated again: its Autograd key falls through.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -20,32 +19,14 @@
 #include <tuple>
 #include <vector>
 
+#include "common/op_calls.h"
+
 namespace groupnorm_cuda {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
-Outputs call_forward(const at::Tensor& x, const std::optional<at::Tensor>& w, const std::optional<at::Tensor>& b,
-                     int64_t groups, double eps, c10::string_view act) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("groupnorm_cuda::forward", "")
-                       .typed<Outputs(const at::Tensor&, const std::optional<at::Tensor>&,
-                                      const std::optional<at::Tensor>&, int64_t, double, c10::string_view)>();
-  return op.call(x, w, b, groups, eps, act);
-}
-
-Outputs call_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                      const std::optional<at::Tensor>& w, const std::optional<at::Tensor>& b, int64_t groups,
-                      c10::string_view act, std::array<bool, 3> mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("groupnorm_cuda::backward", "")
-                       .typed<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, int64_t,
-                                      c10::string_view, std::array<bool, 3>)>();
-  return op.call(dy, x, mean, rstd, w, b, groups, act, mask);
-}
+using Outputs = OpOutputs;
 
 std::optional<at::Tensor> opt(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;

@@ -36,15 +36,15 @@ LAYOUTS = ["contiguous", "channels_last", "noncontiguous"]
 AFFINE = ["both", "none", "weight", "bias"]
 
 
-def make_input(shape, dtype, layout, device, scale=2.0, offset=0.5):
+def make_input(shape, dtype, layout, device, scale=2.0, offset=0.5, generator=None):
     if layout == "noncontiguous":
         wide = list(shape)
         wide[-1] *= 2
-        x = (torch.randn(wide, dtype=torch.float64) * scale + offset).to(dtype).to(device)
+        x = (torch.randn(wide, dtype=torch.float64, generator=generator) * scale + offset).to(dtype).to(device)
         x = x[..., ::2]
         assert not x.is_contiguous() or x.numel() <= 1
         return x
-    x = (torch.randn(shape, dtype=torch.float64) * scale + offset).to(dtype).to(device)
+    x = (torch.randn(shape, dtype=torch.float64, generator=generator) * scale + offset).to(dtype).to(device)
     if layout == "channels_last":
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ import torch
 import groupnorm_cuda  # noqa: F401  (registers the ops)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from test_group_norm import SHAPES as TEST_SHAPES  # noqa: E402  (the suite's shapes, one list)
+from test_group_norm import SHAPES as TEST_SHAPES, make_input  # noqa: E402  (the suite's shapes and inputs)
 
 SHAPES = TEST_SHAPES + [
     # larger: split schedules, several pieces per channel, 4-vector channel tiles
@@ -42,22 +42,6 @@ def digest(t: torch.Tensor) -> str:
     )
 
 
-def make(shape, dtype, layout, gen):
-    if layout == "noncontiguous":
-        wide = list(shape)
-        wide[-1] *= 2
-        return (torch.randn(wide, dtype=torch.float64, generator=gen) * 2 + 0.5).to(dtype)[..., ::2]
-    x = (torch.randn(shape, dtype=torch.float64, generator=gen) * 2 + 0.5).to(dtype)
-    if layout == "channels_last":
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        elif x.dim() == 5:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        elif x.dim() == 3:
-            x = x.transpose(1, 2).contiguous().transpose(1, 2)
-    return x
-
-
 def cases():
     for (shape, g), dtype, layout, affine, act in itertools.product(SHAPES, DTYPES, LAYOUTS, AFFINE, ("none", "silu")):
         if affine == "fp32" and dtype not in (torch.float16, torch.bfloat16):
@@ -71,8 +55,8 @@ def run(threads):
     ops = torch.ops.groupnorm_cuda
     for shape, g, dtype, layout, affine, act in cases():
         gen = torch.Generator().manual_seed(zlib.crc32(f"{shape}|{g}|{dtype}|{layout}|{affine}|{act}".encode()))
-        x = make(shape, dtype, layout, gen)
-        dy = make(shape, dtype, layout, gen)
+        x = make_input(shape, dtype, layout, "cpu", generator=gen)
+        dy = make_input(shape, dtype, layout, "cpu", generator=gen)
         c = shape[1]
         pdt = torch.float32 if affine == "fp32" else dtype
         w = (torch.randn(c, dtype=torch.float64, generator=gen) * 0.5 + 1).to(pdt) if affine in ("both", "weight", "fp32") else None

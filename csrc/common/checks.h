@@ -41,6 +41,9 @@ inline const at::Tensor* opt_ptr(const std::optional<at::Tensor>& t) {
   return (t.has_value() && t->defined()) ? &*t : nullptr;
 }
 
+// A present parameter made contiguous for the kernels; undefined when absent.
+inline at::Tensor contiguous_or_undefined(const at::Tensor* t) { return t ? t->contiguous() : at::Tensor(); }
+
 // weight or bias: a vector of C values on x's device, of x's dtype or float32 for a half x.
 inline void check_param(const at::Tensor* t, const char* name, const at::Tensor& x) {
   if (!t) return;

@@ -93,8 +93,6 @@ void reduce_param_grads(const Problem& prob, const at::Tensor& dw_part, const at
   });
 }
 
-at::Tensor contiguous_or_undefined(const at::Tensor* t) { return t ? t->contiguous() : at::Tensor(); }
-
 // The tensors of one call, in the layout the kernels read.
 struct ForwardTensors {
   at::Tensor x, w, b;  // w, b undefined when absent

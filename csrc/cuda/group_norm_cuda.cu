@@ -52,8 +52,6 @@ template <typename P> const P* ptr_or_null(const at::Tensor& t) {
 template <typename P> P* mutable_or_null(const at::Tensor& t, bool want) {
   return want ? reinterpret_cast<P*>(t.data_ptr()) : nullptr;
 }
-at::Tensor contiguous_or_undefined(const at::Tensor* t) { return t ? t->contiguous() : at::Tensor(); }
-
 // Workspace from the caching allocator (stream-ordered, graph-safe), or null when none.
 void* workspace(at::Tensor& ws, size_t bytes, const at::Tensor& like) {
   if (bytes == 0) return nullptr;
