@@ -46,6 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--activation", action="append", help="none, silu (default both)")
     p.add_argument("--cases", action="append",
                    help="regex (or substring) on the case name; repeatable / comma list")
+    p.add_argument("--regime", choices=["cold", "hot", "both"], default="both",
+                   help="cache regime of the inputs: cold = a ring of buffers larger than 2x the "
+                        "cache (no call finds its input in cache), hot = the same tensors every call "
+                        "(as when the previous layer has just written them); default both")
     p.add_argument("--quick", action="store_true", help="a representative subset (1-1.5 minutes on 2 CPU cores)")
     p.add_argument("--list", action="store_true", help="list the selected variants and exit")
     p.add_argument("--json", default=None, help="default benchmarks/out/results_<device>[_quick].json")
@@ -82,6 +86,7 @@ def apply_device_defaults(args, device: torch.device) -> None:
         args.max_mb = 100.0 if device.type == "cpu" else 0.0
     if args.budget is None:
         args.budget = (0.25 if args.quick else 0.2) if device.type == "cpu" else 0.2
+    args.regimes = ["cold", "hot"] if args.regime == "both" else [args.regime]
 
 
 def output_paths(args, device: torch.device):

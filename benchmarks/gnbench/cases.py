@@ -12,6 +12,9 @@ Families (G = 32 unless stated):
                 (256 @ 56^2, 512 @ 28^2, 1024 @ 14^2, 2048 @ 7^2; channel count and
                 resolution go together in the real network, so they are paired, not crossed)
 * ``det_head``  detection heads (FPN levels P3/P4 of an 800x1216 image), 16 x 256 x {100x152, 50x76}
+* ``mid``       mid-size activations of 1-6 MiB (fp32) that stay in cache when the previous layer
+                has just written them (the "hot" regime): 16 x 512 x 14^2, 2 x 640 x 24^2,
+                4 x 320 x 48^2, 1 x 256 x 128^2
 * ``instnorm``  InstanceNorm-like, G = C
 * ``layernorm`` LayerNorm-like, G = 1 (one 4-D, one 3-D token tensor)
 * ``spatial1``  spatial size 1 (pooled features)
@@ -65,6 +68,8 @@ def all_cases() -> List[Case]:
         cases.append(_case("resnet50", (32, c, hw, hw)))
     for h, w in ((100, 152), (50, 76)):
         cases.append(_case("det_head", (16, 256, h, w)))
+    for shape in ((16, 512, 14, 14), (2, 640, 24, 24), (4, 320, 48, 48), (1, 256, 128, 128)):
+        cases.append(_case("mid", shape))
     # InstanceNorm-like: G = C (style-transfer / pix2pix generators, a UNet-sized one)
     cases.append(_case("instnorm", (8, 64, 128, 128), groups=64))
     cases.append(_case("instnorm", (4, 256, 64, 64), groups=256))
@@ -78,6 +83,8 @@ def all_cases() -> List[Case]:
     cases.append(_case("tiny", (1, 64, 8, 8)))
     cases.append(_case("tiny", (4, 128, 4, 4)))
     cases.append(_case("tiny", (2, 32, 1, 1), groups=8))
+    cases.append(_case("tiny", (64, 64, 1, 1), groups=8))
+    cases.append(_case("tiny", (4, 32, 2, 2), groups=8))
     return cases
 
 
@@ -85,7 +92,7 @@ def all_cases() -> List[Case]:
 # (correctness checks, eager, torch.compile, clone floor) in a few minutes while covering:
 # big groups (M ~ 1e5-1e6) and small groups (G = C, tiny, spatial 1), both layouts, fp32 and
 # bf16, fwd and fwd+bwd, SiLU on a couple, a 5-D and a 3-D input, and tensors >= 32 MiB for
-# the "forward within 1.3x of clone" check.
+# the forward-floor checks; mid-size and tiny shapes for the hot regime and per-call overhead.
 # Each entry: (case name, dtype, layout, pass, activation).
 QUICK_VARIANTS: List[Tuple[str, str, str, str, Optional[str]]] = [
     # SD UNet block, 5 MiB fp32, M = 40960: the main GN shape
@@ -114,4 +121,11 @@ QUICK_VARIANTS: List[Tuple[str, str, str, str, Optional[str]]] = [
     ("spatial1_256x2048x1x1_g32", "float32", "nchw", "fwd+bwd", None),
     ("tiny_1x64x8x8_g32", "float32", "nchw", "fwd", None),
     ("tiny_1x64x8x8_g32", "bfloat16", "channels_last", "fwd+bwd", "silu"),
+    ("tiny_64x64x1x1_g8", "float32", "nchw", "fwd+bwd", None),
+    ("tiny_4x32x2x2_g8", "float32", "nchw", "fwd+bwd", None),
+    # mid-size, cache-sized activations (where the hot regime differs most from the cold one)
+    ("mid_16x512x14x14_g32", "float32", "nchw", "fwd+bwd", None),
+    ("mid_2x640x24x24_g32", "float32", "nchw", "fwd+bwd", None),
+    ("mid_4x320x48x48_g32", "float32", "channels_last", "fwd", None),
+    ("mid_1x256x128x128_g32", "float32", "channels_last", "fwd", None),
 ]

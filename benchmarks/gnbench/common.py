@@ -32,8 +32,8 @@ BYTES_FORMULA = ("bytes moved (b = bytes per element of x, n = numel(x); gamma/b
 # that are in the --quick subset unless --compile-scope all is given.
 COMPILE_ALL_MAX = 64
 
-FOUNDATION_NOTE = ("foundation checks (CPU path issue): over activation=None variants in float32 and "
-                   "bfloat16, NCHW and channels_last")
+FOUNDATION_NOTE = ("targets of the CPU path (issue 16), per cache regime, over the selected variants "
+                   "(the geometric mean over activation none only)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,4 +87,5 @@ def memory_format_for(ndim: int):
 
 def variant_label(r) -> str:
     return (f"{r['case']} {SHORT_DTYPE[r['dtype']]} {r['layout']} {r['pass']}"
-            + (f" +{r['activation']}" if r['activation'] else ""))
+            + (f" +{r['activation']}" if r['activation'] else "")
+            + (f" [{r['regime']}]" if r.get("regime") else ""))

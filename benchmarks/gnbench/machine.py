@@ -28,6 +28,67 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _size_bytes(s: str) -> int:
+    s = s.strip()
+    mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(s[-1].upper(), 1)
+    return int(s[:-1]) * mult if s[-1].isalpha() else int(s)
+
+
+def cpu_caches() -> dict:
+    """The data / unified caches cpu0 sees (sysfs): {"L1d": (bytes, cpus sharing it), "L2": ..., "L3": ...}."""
+    out = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            d = os.path.join(base, idx)
+            try:
+                with open(os.path.join(d, "type")) as f:
+                    kind = f.read().strip()
+                if kind == "Instruction":
+                    continue
+                with open(os.path.join(d, "level")) as f:
+                    level = f.read().strip()
+                with open(os.path.join(d, "size")) as f:
+                    size = _size_bytes(f.read())
+                shared = 1
+                try:
+                    with open(os.path.join(d, "shared_cpu_list")) as f:
+                        shared = sum((int(b) - int(a) + 1) if "-" in r else 1
+                                     for r in f.read().strip().split(",") if r
+                                     for a, _, b in [r.partition("-")])
+                except (OSError, ValueError):
+                    pass
+                out[f"L{level}{'d' if kind == 'Data' else ''}"] = (size, shared)
+            except (OSError, ValueError, IndexError):
+                continue
+    except OSError:
+        pass
+    return out
+
+
+def cpu_isa() -> str:
+    """The vector extensions that matter to the CPU kernels, as /proc/cpuinfo lists them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+            else:
+                flags = set()
+    except OSError:
+        flags = set()
+    want = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_fp16", "amx_bf16")
+    return " ".join(f for f in want if f in flags) or "no AVX2"
+
+
+def cpu_description() -> str:
+    """CPU model, caches (size per instance, and how many CPUs share one) and ISA, in one line."""
+    caches = ", ".join(f"{k} {v[0] / 1024:.0f} KiB" + (f" (shared by {v[1]} CPUs)" if v[1] > 1 else "")
+                       for k, v in cpu_caches().items())
+    return f"{cpu_model()}; {caches}; ISA: {cpu_isa()}"
+
+
 def cpu_llc_bytes() -> int:
     """Size of the last-level cache (used to size the rotating input buffers on CPU)."""
     best = 0
@@ -67,7 +128,7 @@ def device_info(device: torch.device) -> dict:
         rotate_cap = int(min(4 * 1024 * MiB, 0.25 * free))
         min_rep, max_rep = 10, 500
     else:
-        dev_name = cpu_model()
+        dev_name = cpu_description()
         cache_bytes = cpu_llc_bytes()
         rotate_cap = 1024 * MiB
         min_rep, max_rep = 7, 200  # medians of fewer samples swing by 10-30% on a busy VM

@@ -2,6 +2,7 @@
 loop over all selected variants with its progress lines."""
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from typing import Dict, List, Optional
@@ -23,7 +24,7 @@ def _new_record(device: torch.device, case: Case, dtype_name: str, layout: str, 
                 act: Optional[str]) -> dict:
     rec = dict(case=case.name, family=case.family, shape=list(case.shape), num_groups=case.num_groups,
                eps=case.eps, dtype=dtype_name, layout=layout, activation=act, device=device.type,
-               numel=case.numel)
+               numel=case.numel, regime=None)
     rec["pass"] = pass_
     itemsize = TORCH_DTYPES[dtype_name].itemsize
     x_bytes = case.numel * itemsize
@@ -55,7 +56,9 @@ def _make_impls(ctx: dict, case: Case, dtype: torch.dtype, act: Optional[str], w
 
 
 def bench_variant(args, ctx, data: CaseData, case: Case, dtype_name: str, layout: str,
-                  pass_: str, act: Optional[str], compile_this: bool) -> dict:
+                  pass_: str, act: Optional[str], compile_this: bool) -> List[dict]:
+    """Checks the variant once, then times it in each of args.regimes: one record per regime
+    (a single record, not timed, when the check fails)."""
     dtype = TORCH_DTYPES[dtype_name]
     need_grads = pass_ == "fwd+bwd"
     rec = _new_record(ctx["device"], case, dtype_name, layout, pass_, act)
@@ -75,16 +78,20 @@ def bench_variant(args, ctx, data: CaseData, case: Case, dtype_name: str, layout
     if failure:
         rec["correct"] = False
         rec["failure"] = failure
-        for k in ("groupnorm_cuda", "torch_eager", "torch_compile", "clone"):
+        for k in ("groupnorm_cuda", "torch_eager", "torch_compile", "clone", "floor"):
             rec.setdefault(k, None)
-        return rec
+        return [rec]
     rec["correct"] = True
     check_compile(ctx, rec, impls, x0, dy0, pass_, ref, tol, errs, compile_this)
     peer_impls = check_peers(ctx, rec, case, act, w, b, layout, dtype, x0, dy0, pass_, ref, tol, errs)
 
-    # ---- timing ----
-    time_variant(args, ctx, rec, impls, peer_impls, x0, dy0, pass_, x_bytes)
-    return rec
+    # ---- timing, in each cache regime ----
+    recs = []
+    for regime in args.regimes:
+        r = copy.deepcopy(rec)
+        time_variant(args, ctx, r, impls, peer_impls, x0, dy0, pass_, x_bytes, regime)
+        recs.append(r)
+    return recs
 
 
 def _compile_this(args, ctx: dict, scope: str, quick_set: set, key) -> bool:
@@ -122,6 +129,8 @@ def _progress(rec: dict, compile_this: bool) -> str:
     elif compile_this and rec.get("torch_compile_note"):
         parts.append(f"compile: {rec['torch_compile_note'][:80]}")
     parts.append(f"clone {fmt_ms(rec['clone'])} ms (ours/clone {fmt_x(rec['clone_ratio'])})")
+    if rec["floor_kind"] != "clone":
+        parts.append(f"floor {fmt_ms(rec['floor'])} ms (ours/floor {fmt_x(rec['floor_ratio'])})")
     for pn, pt in rec["peers"].items():
         if pt:
             parts.append(f"{pn} {fmt_ms(pt)} ms")
@@ -142,8 +151,8 @@ def run_all(args, ctx: dict, selected, skipped: List[dict], meta: dict, scope: s
         label = f"{case.name} {SHORT_DTYPE[d]} {l} {p}" + (f" +{a}" if a else "")
         compile_this = _compile_this(args, ctx, scope, quick_set, (case.name, d, l, p, a))
         try:
-            rec = bench_variant(args, ctx, _case_data(held, case, d, device, args.seed), case, d, l, p, a,
-                                compile_this)
+            recs = bench_variant(args, ctx, _case_data(held, case, d, device, args.seed), case, d, l, p, a,
+                                 compile_this)
         except KeyboardInterrupt:
             log(f"interrupted at [{i}/{len(selected)}] {label}: reporting the variants done so far")
             meta["interrupted_at"] = label
@@ -156,17 +165,19 @@ def run_all(args, ctx: dict, selected, skipped: List[dict], meta: dict, scope: s
             gc.collect()
             torch.cuda.empty_cache()
             continue
-        results.append(rec)
+        results.extend(recs)
         el = time.perf_counter() - t_start
-        if not rec["correct"]:
-            msg = f"{label}: {rec['failure']}"
+        if not recs[0]["correct"]:
+            msg = f"{label}: {recs[0]['failure']}"
             failures.append(msg)
             log(f"[{i}/{len(selected)}] FAILED {msg}  [{el:.0f}s]")
             if args.fail_fast:
                 break
             continue
         eta = el / i * (len(selected) - i)
-        log(f"[{i}/{len(selected)}] {label}: " + _progress(rec, compile_this) + f"  [{el:.0f}s, eta {eta:.0f}s]")
+        for rec in recs:
+            log(f"[{i}/{len(selected)}] {label} {rec['regime']}: " + _progress(rec, compile_this)
+                + f"  [{el:.0f}s, eta {eta:.0f}s]")
     held["data"] = None
     meta["elapsed_s"] = time.perf_counter() - t_start
     return results, failures
