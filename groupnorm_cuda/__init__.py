@@ -14,6 +14,17 @@ from ._ops import built_with_cuda, group_norm
 from .launch_plan import cuda_launch_plan
 from .modules import ConversionRecord, GroupNorm, convert_groupnorm, register_groupnorm_conversion
 
+
+def onnx_translation_table(group_normalization: bool = False):
+    """``custom_translation_table`` for ``torch.onnx.export(model, args, dynamo=True, ...)``: the ONNX
+    translation of ``torch.ops.groupnorm_cuda.forward`` (standard ops by default;
+    ``group_normalization=True``: ONNX GroupNormalization, opset 21). See groupnorm_cuda/onnx.py;
+    imported on first use, so ``import groupnorm_cuda`` does not import onnxscript."""
+    from .onnx import onnx_translation_table as table
+
+    return table(group_normalization)
+
+
 __all__ = [
     "ConversionRecord",
     "GroupNorm",
@@ -21,6 +32,7 @@ __all__ = [
     "convert_groupnorm",
     "cuda_launch_plan",
     "group_norm",
+    "onnx_translation_table",
     "register_groupnorm_conversion",
 ]
 __version__ = "0.1.0"

@@ -147,6 +147,15 @@ def _convert_one(m: nn.Module, name: str) -> Tuple[Optional[nn.Module], Conversi
         if new is None:
             return None, ConversionRecord(name, kind, False, "registered conversion declined this instance")
         return new, ConversionRecord(name, kind, True, "registered conversion")
+    # timm / diffusers / MONAI subclasses, matched by qualified name (library_classes.py)
+    from .library_classes import known_conversion
+
+    known = known_conversion(type(m))
+    if known is not None:
+        new = known(m)
+        if isinstance(new, str):
+            return None, ConversionRecord(name, kind, False, f"known library class, left as is: {new}")
+        return new, ConversionRecord(name, kind, True, "known library class")
     if isinstance(m, nn.GroupNorm):
         why = "overrides forward" if type(m).forward is not nn.GroupNorm.forward else "subclass"
         return None, ConversionRecord(
@@ -201,8 +210,10 @@ def convert_groupnorm(
     * An exact ``nn.GroupNorm`` is converted in place (the same object: parameters, hooks and
       shared references are kept).
     * A subclass of nn.GroupNorm is left alone, unless its class was registered with
-      ``register_groupnorm_conversion``: libraries subclass it to add an activation or a dropout
-      after the norm, or to change its statistics, and a plain GroupNorm would drop that.
+      ``register_groupnorm_conversion`` or it is one of the timm / diffusers classes listed in
+      ``groupnorm_cuda/library_classes.py`` (matched by name, converted only where the op
+      reproduces its forward): libraries subclass it to add an activation or a dropout after the
+      norm, or to change its statistics, and a plain GroupNorm would drop that.
     * ``fuse_activation=True``: a converted norm directly followed by ``nn.SiLU`` in an
       ``nn.Sequential`` runs the fused GroupNorm+SiLU kernel (see _fuse_silu for when).
     """
