@@ -162,5 +162,14 @@ setup(
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
     python_requires=">=3.9",
+    # Optional: the model libraries whose GroupNorm subclasses convert_groupnorm knows
+    # (groupnorm_cuda/library_classes.py) and the ONNX tooling of groupnorm_cuda.onnx. Tested
+    # with diffusers 0.42.1, timm 1.0.31, MONAI 1.6.1, onnx 1.23.2, onnxruntime 1.31.1,
+    # onnxscript 0.7.2 (tools/setup_env.sh installs exactly those). timm needs torchvision:
+    # install the torchvision release made for your torch, or pip may replace torch.
+    extras_require={
+        "models": ["diffusers>=0.42", "timm>=1.0", "monai>=1.6"],
+        "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31"],
+    },
     zip_safe=False,
 )
