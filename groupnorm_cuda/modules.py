@@ -185,6 +185,10 @@ def _fuse_silu(model: nn.Module, records: List[ConversionRecord]) -> None:
     for seq_name, seq in model.named_modules():
         if not isinstance(seq, nn.Sequential):
             continue
+        if type(seq).forward is not nn.Sequential.forward:
+            # a subclass with its own forward may use the norm's output elsewhere or call its
+            # children in another order: adjacency does not mean composition there
+            continue
         keys = list(seq._modules.keys())
         for a, b in zip(keys, keys[1:]):
             norm, act = seq._modules[a], seq._modules[b]

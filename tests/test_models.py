@@ -359,3 +359,27 @@ def test_importing_groupnorm_cuda_imports_no_model_library():
             "{'timm', 'diffusers', 'monai', 'onnx', 'onnxscript', 'onnxruntime', 'torchvision'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _Residual(nn.Sequential):
+    """A Sequential subclass whose forward uses the norm's output twice (adjacent norm and SiLU do
+    not compose here)."""
+
+    def forward(self, x):
+        h = self[0](x)
+        return self[1](h) + h
+
+
+class _Plain(nn.Sequential):
+    """A Sequential subclass that keeps nn.Sequential.forward (like MONAI's ADN)."""
+
+
+def test_fusion_only_where_sequential_forward_is_nn_sequentials():
+    torch.manual_seed(0)
+    ref = Reference(nn.Sequential(nn.Conv2d(3, 8, 1), _Residual(nn.GroupNorm(2, 8), nn.SiLU()),
+                                  _Plain(nn.GroupNorm(4, 8), nn.SiLU())),
+                    lambda m, x: m(x), [torch.randn(2, 3, 5, 5)])
+    model, _ = ref.converted(True)
+    ref.check(model)
+    assert model[1][0].activation is None and type(model[1][1]) is nn.SiLU
+    assert model[2][0].activation == "silu" and type(model[2][1]) is nn.Identity
