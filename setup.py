@@ -107,7 +107,7 @@ def _extensions():
             f"nvcc home={cuda_home!r}, torch.version.cuda={torch.version.cuda!r}"
         )
 
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp", "csrc/module.cpp",
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp", "csrc/split_ops.cpp", "csrc/module.cpp",
                "csrc/cpu/group_norm_cpu.cpp"]
     # -fopenmp: at::parallel_for is a header template that expands to `#pragma omp parallel`
     # in OUR translation unit; without the flag the CPU kernels silently run on one thread.

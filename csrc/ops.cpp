@@ -27,6 +27,18 @@
 //     grad_weight / grad_bias have their parameter's dtype. An unwanted gradient, or the
 //     gradient of an absent parameter, is an empty tensor of shape [0] in the parameter's dtype
 //     (the input's when the parameter is absent).
+//
+// Split ops (a tensor sharded across processes, or processed in chunks; groupnorm_cuda/
+// distributed.py): the fused forward's two phases, with the statistics exchanged between them.
+//   stats(input, num_groups) -> moments
+//     moments of (a shard of) input per (n, group): (N, num_groups, 4) float64 rows
+//     [count, shift, mean of (x - shift), M2], shift = the group's first element (0 when empty).
+//     A shard may have no spatial elements (count 0).
+//   merge_moments(parts) -> moments
+//     (P, N, G, 4) -> (N, G, 4): Chan's merge of the parts in order p = 0, 1, ..., P - 1 (so the
+//     result is the same bits wherever it runs), about the first non-empty part's shift.
+//   apply(input, moments, weight?, bias?, num_groups, eps, activation) -> (y, mean, rstd)
+//     the forward's outputs with the statistics of `moments` instead of input's own.
 TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
       "forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation)"
@@ -34,6 +46,11 @@ TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
       "backward(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, Tensor? weight, Tensor? bias,"
       " int num_groups, str activation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("stats(Tensor input, int num_groups) -> Tensor");
+  m.def("merge_moments(Tensor parts) -> Tensor");
+  m.def(
+      "apply(Tensor input, Tensor moments, Tensor? weight, Tensor? bias, int num_groups, float eps,"
+      " str activation) -> (Tensor, Tensor, Tensor)");
 }
 
 namespace groupnorm_cuda {
@@ -58,10 +75,26 @@ Outputs backward_meta(const at::Tensor& grad_out, const at::Tensor& input, const
   return allocate_backward_outputs(input, pick_layout(input), w, b, output_mask);
 }
 
+at::Tensor stats_meta(const at::Tensor& input, int64_t num_groups) {
+  check_forward_inputs(input, nullptr, nullptr, num_groups, /*allow_empty_spatial=*/true);
+  return allocate_moments(input, num_groups);
+}
+
+Outputs apply_meta(const at::Tensor& input, const at::Tensor& moments, const std::optional<at::Tensor>& weight,
+                   const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
+                   c10::string_view activation) {
+  check_forward_inputs(input, opt_ptr(weight), opt_ptr(bias), num_groups, /*allow_empty_spatial=*/true);
+  check_moments(moments, input, num_groups, "apply");
+  (void)parse_activation(activation);
+  return allocate_forward_outputs(input, pick_layout(input), num_groups);
+}
+
 }  // namespace
 }  // namespace groupnorm_cuda
 
 TORCH_LIBRARY_IMPL(groupnorm_cuda, Meta, m) {
   m.impl("forward", &groupnorm_cuda::forward_meta);
   m.impl("backward", &groupnorm_cuda::backward_meta);
+  m.impl("stats", &groupnorm_cuda::stats_meta);
+  m.impl("apply", &groupnorm_cuda::apply_meta);
 }

@@ -60,7 +60,9 @@ inline void check_param(const at::Tensor* t, const char* name, const at::Tensor&
 }
 
 // Every check of the forward's arguments (no result: also the Meta kernel's checks).
-inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const at::Tensor* b, int64_t num_groups) {
+// allow_empty_spatial: a shard of a sharded tensor may hold no spatial elements (stats / apply).
+inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const at::Tensor* b, int64_t num_groups,
+                                 bool allow_empty_spatial = false) {
   TORCH_CHECK(x.dim() >= 2, "Expected at least 2 dimensions for input tensor but received ", x.dim());
   (void)dtype_of(x.scalar_type());
   TORCH_CHECK(num_groups > 0, "Expected num groups to be greater than 0, got ", num_groups);
@@ -71,7 +73,7 @@ inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const
                   x.sym_sizes(), " and num_groups=", num_groups);
   c10::SymInt hxw = 1;
   for (int64_t d = 2; d < x.dim(); ++d) hxw = hxw * x.sym_size(d);
-  TORCH_SYM_CHECK(hxw.sym_gt(0), "Expected HxW to be greater than 0, got ", hxw);
+  if (!allow_empty_spatial) TORCH_SYM_CHECK(hxw.sym_gt(0), "Expected HxW to be greater than 0, got ", hxw);
   check_param(w, "weight", x);
   check_param(b, "bias", x);
   TORCH_CHECK(!w || !b || w->scalar_type() == b->scalar_type(),
@@ -89,6 +91,21 @@ inline void check_stats(const at::Tensor& stat, const char* name, const at::Tens
               " of dtype ", stats_dtype(x.scalar_type()), ", but got ", stat.scalar_type());
   TORCH_CHECK(stat.device() == x.device(), "Expected all tensors to be on the same device, but ", name, " is on ",
               stat.device(), " and input is on ", x.device());
+}
+
+// Moments of (a shard of) x per (n, group), the split ops' exchange format: (N, num_groups, 4)
+// float64 rows [count, shift, mean of (x - shift), M2] (cpu/kernels/moments.h, store_moments).
+inline void check_moments(const at::Tensor& m, const at::Tensor& x, int64_t num_groups, const char* op) {
+  TORCH_SYM_CHECK(c10::SymBool(m.dim() == 3)
+                      .sym_and(m.sym_size(0).sym_eq(x.sym_size(0)))
+                      .sym_and(m.sym_size(1).sym_eq(num_groups))
+                      .sym_and(m.sym_size(2).sym_eq(4)),
+                  "groupnorm_cuda.", op, ": expected moments of shape [", x.sym_size(0), ", ", num_groups,
+                  ", 4], but got ", m.sym_sizes());
+  TORCH_CHECK(m.scalar_type() == at::kDouble, "groupnorm_cuda.", op, ": expected moments of dtype Double, but got ",
+              m.scalar_type());
+  TORCH_CHECK(m.device() == x.device(), "Expected all tensors to be on the same device, but moments is on ",
+              m.device(), " and input is on ", x.device());
 }
 
 // Every check of the backward's arguments.

@@ -55,6 +55,11 @@ inline Outputs allocate_forward_outputs(const at::Tensor& x, Layout layout, int6
           at::empty_symint({x.sym_size(0), num_groups}, opts)};
 }
 
+// The moments of x per (n, group) (check_moments): (N, num_groups, 4) float64.
+inline at::Tensor allocate_moments(const at::Tensor& x, int64_t num_groups) {
+  return at::empty_symint({x.sym_size(0), num_groups, 4}, x.options().dtype(at::kDouble));
+}
+
 // dx in x's dtype and layout; dweight / dbias (C) in their parameter's dtype. An unwanted
 // gradient, or the gradient of an absent parameter, is an empty tensor of shape [0] in the
 // parameter's dtype (the input's when the parameter is absent).

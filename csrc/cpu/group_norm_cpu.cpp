@@ -2,6 +2,7 @@
 // csrc/common (shared with the CUDA and Meta kernels); the kernels are cpu/kernels/*.h:
 //
 //   common.h          vector I/O (Vectorized<acc_t<T>> over T memory), walk, sums, prefetch, SiLU
+//   machine.h         cache sizes / huge pages as the machine reports them (tuning inputs)
 //   scratch.h         aligned per-call, per-thread and per-channel scratch
 //   schedule.h        units, pieces, fused / split schedules, four-stream walks
 //   moments.h         Welford / Chan statistics (merge formula: common/welford.h)
@@ -28,6 +29,7 @@
 #include "cpu/kernels/backward_nhwc.h"
 #include "cpu/kernels/forward_nchw.h"
 #include "cpu/kernels/forward_nhwc.h"
+#include "cpu/kernels/machine.h"
 
 namespace groupnorm_cuda {
 namespace cpu {
@@ -38,18 +40,28 @@ const W* param_ptr(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<W>() : nullptr;
 }
 
+// What a forward-direction call runs (params.h): the fused forward, or one of the split ops.
+struct ForwardParts {
+  const at::Tensor* moments_in = nullptr;  // apply: the statistics are given
+  at::Tensor* moments_out = nullptr;       // stats: the statistics are written
+  bool normalize = true;                   // y, mean and rstd are written
+};
+
 template <typename T, typename W>
 FwdArgs<T, W> forward_args(const Problem& prob, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                           double eps, const Outputs& out) {
+                           double eps, const Outputs& out, const ForwardParts& parts) {
   using A = acc_t<T>;
-  return FwdArgs<T, W>{x.const_data_ptr<T>(),
-                       param_ptr<W>(w),
-                       param_ptr<W>(b),
-                       std::get<0>(out).mutable_data_ptr<T>(),
-                       std::get<1>(out).mutable_data_ptr<A>(),
-                       std::get<2>(out).mutable_data_ptr<A>(),
-                       prob,
-                       eps};
+  FwdArgs<T, W> a{x.const_data_ptr<T>(),
+                  param_ptr<W>(w),
+                  param_ptr<W>(b),
+                  parts.normalize ? std::get<0>(out).mutable_data_ptr<T>() : nullptr,
+                  parts.normalize ? std::get<1>(out).mutable_data_ptr<A>() : nullptr,
+                  parts.normalize ? std::get<2>(out).mutable_data_ptr<A>() : nullptr,
+                  prob,
+                  eps};
+  a.moments_in = parts.moments_in ? parts.moments_in->const_data_ptr<double>() : nullptr;
+  a.moments_out = parts.moments_out ? parts.moments_out->mutable_data_ptr<double>() : nullptr;
+  return a;
 }
 
 template <typename T, typename W>
@@ -93,6 +105,11 @@ void reduce_param_grads(const Problem& prob, const at::Tensor& dw_part, const at
   });
 }
 
+// y or dx, freshly allocated and not yet written: huge pages where the machine gives them.
+void advise_output(const at::Tensor& t) {
+  if (t.defined() && t.numel() > 0) advise_huge_pages(t.data_ptr(), static_cast<int64_t>(t.nbytes()));
+}
+
 // The tensors of one call, in the layout the kernels read.
 struct ForwardTensors {
   at::Tensor x, w, b;  // w, b undefined when absent
@@ -104,9 +121,10 @@ struct BackwardTensors {
 };
 
 template <template <typename, typename> class Kernel>
-void forward_with(const Problem& prob, const ForwardTensors& t, at::ScalarType wt, const Outputs& out) {
+void forward_with(const Problem& prob, const ForwardTensors& t, at::ScalarType wt, const Outputs& out,
+                  const ForwardParts& parts) {
   dispatch_types(t.x.scalar_type(), wt, [&]<typename T, typename W>() {
-    Kernel<T, W>(forward_args<T, W>(prob, t.x, t.w, t.b, t.eps, out)).run();
+    Kernel<T, W>(forward_args<T, W>(prob, t.x, t.w, t.b, t.eps, out, parts)).run();
   });
 }
 
@@ -131,6 +149,17 @@ void backward_with(const Problem& prob, const BackwardTensors& t, at::ScalarType
 
 Layout kernel_layout(const Problem& prob) { return prob.HxW == 1 ? Layout::ChannelsLast : prob.layout; }
 
+// The forward direction's three entry points share this: the fused forward (parts default),
+// stats (moments_out, no normalization) and apply (moments_in).
+void run_forward(const Problem& prob, const ForwardTensors& t, at::ScalarType wt, const Outputs& out,
+                 const ForwardParts& parts) {
+  if (parts.normalize) advise_output(std::get<0>(out));
+  switch (kernel_layout(prob)) {
+    case Layout::ChannelsLast: forward_with<ForwardNhwc>(prob, t, wt, out, parts); break;
+    case Layout::Contiguous: forward_with<ForwardNchw>(prob, t, wt, out, parts); break;
+  }
+}
+
 Outputs forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                     const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
                     c10::string_view activation) {
@@ -141,11 +170,41 @@ Outputs forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& we
   const ForwardTensors t{to_layout(input, prob.layout), contiguous_or_undefined(w), contiguous_or_undefined(b), eps};
   Outputs out = allocate_forward_outputs(t.x, prob.layout, num_groups);
   if (prob.N == 0) return out;
-  const at::ScalarType wt = param_dtype(input, w, b);
-  switch (kernel_layout(prob)) {
-    case Layout::ChannelsLast: forward_with<ForwardNhwc>(prob, t, wt, out); break;
-    case Layout::Contiguous: forward_with<ForwardNchw>(prob, t, wt, out); break;
-  }
+  run_forward(prob, t, param_dtype(input, w, b), out, ForwardParts{});
+  return out;
+}
+
+// Split op: the moments of (a shard of) input per (n, group).
+at::Tensor stats_cpu(const at::Tensor& input, int64_t num_groups) {
+  check_forward_inputs(input, nullptr, nullptr, num_groups, /*allow_empty_spatial=*/true);
+  at::Tensor moments = allocate_moments(input, num_groups);
+  const Problem prob = make_problem(input, num_groups, "none");
+  if (prob.N == 0) return moments;
+  if (prob.HxW == 0) return moments.zero_();  // an empty shard: count 0
+  ForwardParts parts;
+  parts.moments_out = &moments;
+  parts.normalize = false;
+  run_forward(prob, ForwardTensors{to_layout(input, prob.layout), {}, {}, 0.0}, input.scalar_type(), Outputs{},
+              parts);
+  return moments;
+}
+
+// Split op: y, mean and rstd of input normalized with the given (merged) moments.
+Outputs apply_cpu(const at::Tensor& input, const at::Tensor& moments, const std::optional<at::Tensor>& weight,
+                  const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
+                  c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_forward_inputs(input, w, b, num_groups, /*allow_empty_spatial=*/true);
+  check_moments(moments, input, num_groups, "apply");
+  const Problem prob = make_problem(input, num_groups, activation);
+  const ForwardTensors t{to_layout(input, prob.layout), contiguous_or_undefined(w), contiguous_or_undefined(b), eps};
+  Outputs out = allocate_forward_outputs(t.x, prob.layout, num_groups);
+  if (prob.N == 0) return out;
+  const at::Tensor m = moments.contiguous();
+  ForwardParts parts;
+  parts.moments_in = &m;
+  run_forward(prob, t, param_dtype(input, w, b), out, parts);
   return out;
 }
 
@@ -167,6 +226,7 @@ Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const 
     return out;
   }
   if (!t.want[0] && !t.want[1] && !t.want[2]) return out;
+  if (t.want[0]) advise_output(std::get<0>(out));
   const at::ScalarType wt = param_dtype(input, w, b);
   switch (kernel_layout(prob)) {
     case Layout::ChannelsLast: backward_with<BackwardNhwc>(prob, t, wt, out); break;
@@ -182,4 +242,6 @@ Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const 
 TORCH_LIBRARY_IMPL(groupnorm_cuda, CPU, m) {
   m.impl("forward", &groupnorm_cuda::cpu::forward_cpu);
   m.impl("backward", &groupnorm_cuda::cpu::backward_cpu);
+  m.impl("stats", &groupnorm_cuda::cpu::stats_cpu);
+  m.impl("apply", &groupnorm_cuda::cpu::apply_cpu);
 }

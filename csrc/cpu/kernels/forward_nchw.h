@@ -52,10 +52,12 @@ class ForwardNchw {
         unit_moments_(units_),
         shift_(units_) {}
 
+  // The fused forward; the split ops (params.h) run a part: the statistics pass unless
+  // moments_in is given, the normalization pass unless y is null.
   void run() {
     run_schedule(
-        sched_, [this](int64_t u, int64_t p) { stats(u, p); }, [this](int64_t u) { finish(u); },
-        [this](int64_t u, int64_t p) { apply(u, p); });
+        sched_, [this](int64_t u, int64_t p) { if (!a_.moments_in) stats(u, p); }, [this](int64_t u) { finish(u); },
+        [this](int64_t u, int64_t p) { if (a_.y) apply(u, p); });
   }
 
  private:
@@ -81,14 +83,21 @@ class ForwardNchw {
   }
 
   void finish(int64_t u) {
-    if (!sched_.fused) {
-      unit_moments_[u] = Moments<A>{};
-      for (int64_t p = 0; p < pieces_; ++p) chan_merge(unit_moments_[u], partial_[p]);
+    if (a_.moments_in) {
+      unit_moments_[u] = load_moments(a_.moments_in + 4 * u, &shift_[u]);
+    } else {
+      if (!sched_.fused) {
+        unit_moments_[u] = Moments<A>{};
+        for (int64_t p = 0; p < pieces_; ++p) chan_merge(unit_moments_[u], partial_[p]);
+      }
+      shift_[u] = M_ > 0 ? static_cast<A>(a_.x[u * M_]) : A(0);
     }
     const Moments<A>& m = unit_moments_[u];
-    shift_[u] = static_cast<A>(a_.x[u * M_]);
-    a_.mean[u] = shift_[u] + m.mean;
-    a_.rstd[u] = rstd_from(m, a_.eps);
+    if (a_.moments_out) store_moments(a_.moments_out + 4 * u, shift_[u], m);
+    if (a_.y) {
+      a_.mean[u] = shift_[u] + m.mean;
+      a_.rstd[u] = rstd_from(m, a_.eps);
+    }
   }
 
   void apply(int64_t u, int64_t p) const {

@@ -44,6 +44,7 @@ class ForwardNhwc {
         sched_(make_schedule(a.s.N, pieces_, HxW_ * C_ * static_cast<int64_t>(sizeof(T)))),
         partial_(sched_.fused ? 0 : pieces_ * G_),
         moments_(a.s.N * G_),
+        shifts_(a.s.N * G_),
         chans_(3, C_),
         wv_(params_acc(a.w, C_, A(1))),
         bv_(params_acc(a.b, C_, A(0))),
@@ -52,10 +53,13 @@ class ForwardNhwc {
     for (size_t k = 0; k < inv_rows_.size(); ++k) inv_rows_[k] = A(1) / static_cast<A>(k + 1);
   }
 
+  // The fused forward; the split ops (params.h) run a part: the statistics pass unless
+  // moments_in is given, the normalization pass unless y is null.
   void run() {
     run_schedule_ranges(
-        sched_, [this](int64_t n, int64_t p0, int64_t p1) { stats(n, p0, p1); }, [this](int64_t n) { finish(n); },
-        [this](int64_t n, int64_t p0, int64_t p1) { apply(n, p0, p1); });
+        sched_, [this](int64_t n, int64_t p0, int64_t p1) { if (!a_.moments_in) stats(n, p0, p1); },
+        [this](int64_t n) { finish(n); },
+        [this](int64_t n, int64_t p0, int64_t p1) { if (a_.y) apply(n, p0, p1); });
   }
 
  private:
@@ -147,13 +151,22 @@ class ForwardNhwc {
 
   // Saved statistics of sample n and its per-channel shift, scale and bias.
   void finish(int64_t n) {
-    if (!sched_.fused) merge_pieces(n, partial_.data());
-    const Moments<A>* row = moments_.data() + n * G_;
+    if (!a_.moments_in && !sched_.fused) merge_pieces(n, partial_.data());
+    Moments<A>* row = moments_.data() + n * G_;
+    A* shifts = shifts_.data() + n * G_;
     const T* xs = a_.x + n * HxW_ * C_;
+    for (int64_t g = 0; g < G_; ++g) {
+      if (a_.moments_in)
+        row[g] = load_moments(a_.moments_in + 4 * (n * G_ + g), &shifts[g]);
+      else
+        shifts[g] = HxW_ > 0 ? static_cast<A>(xs[g * D_]) : A(0);
+      if (a_.moments_out) store_moments(a_.moments_out + 4 * (n * G_ + g), shifts[g], row[g]);
+    }
+    if (!a_.y) return;
     A* ch = chans_.slot(sched_.fused);
     A *sh = ch, *sc = ch + C_, *bb = ch + 2 * C_;
     for (int64_t g = 0; g < G_; ++g) {
-      const A shift = static_cast<A>(xs[g * D_]);
+      const A shift = shifts[g];
       const A rstd = rstd_from(row[g], a_.eps);
       const A m = row[g].mean;
       a_.mean[n * G_ + g] = shift + m;
@@ -209,6 +222,7 @@ class ForwardNhwc {
   const Schedule sched_;
   std::vector<Moments<A>> partial_;  // split: per-piece moments of the unit in progress
   std::vector<Moments<A>> moments_;  // (N, G)
+  std::vector<A> shifts_;            // (N, G): each group's first element (or the given shift)
   ChannelSlots<A> chans_;            // shift, scale, bias per channel
   Scratch<A> scratch_;
   Scratch<Moments<A>> unit_partial_;  // fused: one unit's per-piece moments per thread

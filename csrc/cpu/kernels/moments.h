@@ -25,6 +25,27 @@ struct Moments {
   A m2 = 0;    // sum of squared deviations from mean
 };
 
+// The split ops' exchange format of one (n, group): [count, shift, mean, M2] in float64
+// (common/checks.h check_moments). Exact for the float32 and float64 values written.
+template <typename A>
+inline void store_moments(double* out, A shift, const Moments<A>& m) {
+  out[0] = static_cast<double>(m.n);
+  out[1] = static_cast<double>(shift);
+  out[2] = static_cast<double>(m.mean);
+  out[3] = static_cast<double>(m.m2);
+}
+
+// Moments and shift from that format (merged moments: the accumulation type's rounding of them).
+template <typename A>
+inline Moments<A> load_moments(const double* in, A* shift) {
+  Moments<A> m;
+  m.n = static_cast<int64_t>(in[0]);
+  *shift = static_cast<A>(in[1]);
+  m.mean = static_cast<A>(in[2]);
+  m.m2 = static_cast<A>(in[3]);
+  return m;
+}
+
 // Chan merge of b into a (common/welford.h), with the exact division for f = nb / n.
 template <typename A>
 inline void chan_merge(Moments<A>& a, const Moments<A>& b) {

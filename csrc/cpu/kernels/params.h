@@ -11,16 +11,21 @@ namespace groupnorm_cuda {
 namespace cpu {
 namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
 
+// One struct for the fused forward and the split ops: moments_in set = take the statistics
+// from it (apply: no statistics pass); y null = no normalization pass (stats); moments_out set
+// = write the statistics there ((N, G, 4) float64, moments.h store_moments).
 template <typename T, typename W>
 struct FwdArgs {
   const T* x;
   const W* w;  // nullable
   const W* b;  // nullable
-  T* y;
-  acc_t<T>* mean;
-  acc_t<T>* rstd;
+  T* y;        // nullable: statistics only
+  acc_t<T>* mean;  // nullable with y
+  acc_t<T>* rstd;  // nullable with y
   Problem s;  // sizes, layout, activation
   double eps;
+  double* moments_out = nullptr;
+  const double* moments_in = nullptr;
 };
 
 // Per channel of a unit the backward reduces a = sum(dy'), bs = sum(dy' * u), e = sum(u), u = x - mean.

@@ -1,0 +1,177 @@
+"""GroupNorm over a tensor split across processes (``torch.distributed``) or into chunks.
+
+Patch-parallel VAEs and UNets split the spatial (or temporal) dimensions of an activation across
+ranks; GroupNorm then needs statistics over the whole group. Here every rank computes the moments
+of its shard per (sample, group) -- count, shift (the group's first element), mean of the shifted
+data and M2, with the same shifted Welford / Chan numerics as the single-process op -- the ranks
+exchange them in ONE all-gather of N * G * 4 float64 values, every rank merges them in rank
+order (Chan's formula, ``torch.ops.groupnorm_cuda.merge_moments``), and normalizes its shard
+with the merged statistics. Because every rank merges the same gathered values in the same
+order, the statistics -- and so the outputs -- are bitwise the same on every rank and from run to
+run; unlike an all-reduce of E[x] and E[x^2], nothing cancels on data with a large mean.
+
+Before that exchange (``validate=True``, the default) the ranks all-gather a 16-value header
+(shape without the sharded dimension, groups, dtype, device, activation, eps, affine) and every
+rank raises the same ValueError when they disagree, instead of hanging in a mismatched
+collective. Pass ``validate=False`` to save that round trip once a pipeline is known to be
+consistent.
+
+The same split ops normalize a tensor that is processed in chunks on one device
+(:func:`group_norm_chunks`).
+
+Status: forward (inference) only. The sharded backward (per-shard partial sums, one
+all-gather, then dx / dweight / dbias) is not implemented yet: calling these functions where
+autograd would need their gradient raises NotImplementedError rather than returning a result
+that silently does not train.
+"""
+from __future__ import annotations
+
+import struct
+from typing import List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ._ops import _activation_name
+from .modules import GroupNorm
+
+__all__ = ["ShardedGroupNorm", "group_norm_chunks", "shard_groupnorm", "sharded_group_norm"]
+
+_ops = torch.ops.groupnorm_cuda
+_HEADER = 16
+_DTYPES = {torch.float32: 1, torch.float64: 2, torch.float16: 3, torch.bfloat16: 4}
+_ACTS = {"none": 0, "silu": 1}
+
+
+def _no_grad_needed(what: str, *tensors: Optional[torch.Tensor]) -> None:
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise NotImplementedError(
+            f"groupnorm_cuda.distributed.{what}: the backward of the sharded GroupNorm is not implemented "
+            "yet; run it under torch.no_grad() / torch.inference_mode(), or detach the input and parameters")
+
+
+def group_norm_chunks(chunks: Sequence[torch.Tensor], num_groups: int, weight: Optional[torch.Tensor] = None,
+                      bias: Optional[torch.Tensor] = None, eps: float = 1e-5,
+                      activation: Optional[str] = None) -> List[torch.Tensor]:
+    """F.group_norm of the concatenation of ``chunks`` along any spatial dimension, returned as
+    one output per chunk (so the whole tensor never has to exist at once): each chunk's moments,
+    merged in chunk order, then each chunk normalized. The chunks must agree in every dimension
+    but the one they split; a chunk may be empty. Each chunk is read twice (statistics, then
+    normalization)."""
+    _no_grad_needed("group_norm_chunks", weight, bias, *chunks)
+    if not chunks:
+        raise ValueError("group_norm_chunks: expected at least one chunk")
+    act = _activation_name(activation)
+    merged = _ops.merge_moments(torch.stack([_ops.stats(c, num_groups) for c in chunks]))
+    return [_ops.apply(c, merged, weight, bias, num_groups, eps, act)[0] for c in chunks]
+
+
+def _eps_bits(eps: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", float(eps)))[0]
+
+
+def _header(x: torch.Tensor, num_groups: int, dim: int, weight, bias, eps: float, act: str) -> List[int]:
+    shape = [-1 if d == dim else s for d, s in enumerate(x.shape)]
+    shape += [0] * (6 - len(shape))  # up to 6-D: (N, C) and four spatial dimensions
+    dev = {"cpu": 1, "cuda": 2}.get(x.device.type, 3)
+    h = [x.dim(), *shape, num_groups, _DTYPES.get(x.dtype, 0), dev, _ACTS.get(act, 9), _eps_bits(eps),
+         int(weight is not None) + 2 * int(bias is not None), dim]
+    return h + [0] * (_HEADER - len(h))
+
+
+_FIELDS = (["ndim"] + ["shape[%d] (the sharded dimension shows as -1)" % i for i in range(6)]
+           + ["num_groups", "dtype", "device type", "activation", "eps", "affine (weight/bias present)", "dim"])
+
+
+def _all_gather(t: torch.Tensor, group) -> torch.Tensor:
+    """(world,) + t.shape: every rank's t, in rank order (one all-gather of t.numel() values each)."""
+    world = dist.get_world_size(group)
+    flat = t.contiguous().reshape(-1)
+    out = torch.empty(world * flat.numel(), dtype=t.dtype, device=t.device)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the new name since 2.13
+    gather(out, flat, group=group)
+    return out.view((world,) + tuple(t.shape))
+
+
+def _collective_device(group) -> torch.device:
+    backend = dist.get_backend(group)
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _validate(x: torch.Tensor, num_groups: int, dim: int, weight, bias, eps: float, act: str, group) -> None:
+    """All ranks compare their headers; every rank raises the same error on a mismatch."""
+    mine = torch.tensor(_header(x, num_groups, dim, weight, bias, eps, act), dtype=torch.int64,
+                        device=_collective_device(group))
+    rows = _all_gather(mine, group).cpu().tolist()
+    for i, name in enumerate(_FIELDS):
+        values = [r[i] for r in rows]
+        if any(v != values[0] for v in values):
+            shown = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+            raise ValueError(f"groupnorm_cuda.distributed: the ranks disagree on the input's {name} ({shown}); "
+                             "every rank must pass a shard of the same tensor, split along `dim` only")
+    if x.device.type != _collective_device(group).type:
+        raise ValueError(f"groupnorm_cuda.distributed: the shards are on {x.device} but the process group's "
+                         f"backend ({dist.get_backend(group)}) communicates on {_collective_device(group).type}")
+
+
+def sharded_group_norm(input: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] = None,
+                       bias: Optional[torch.Tensor] = None, eps: float = 1e-5, activation: Optional[str] = None,
+                       *, group=None, dim: int = 2, validate: bool = True) -> torch.Tensor:
+    """F.group_norm (then ``activation``) of the tensor whose shards along ``dim`` (a spatial
+    dimension: 2 or more) the ranks of ``group`` hold, in rank order; returns this rank's shard
+    of the output. Shards may differ in size along ``dim`` (some may be empty); every other
+    dimension, the parameters, eps and the activation must be the same on every rank (checked
+    with ``validate=True``). Communication: one all-gather of N * num_groups * 4 float64 values
+    (plus the 16-value header check when validating)."""
+    _no_grad_needed("sharded_group_norm", input, weight, bias)
+    return _sharded_forward(input, num_groups, weight, bias, eps, _activation_name(activation), group, dim,
+                            validate)[0]
+
+
+def _sharded_forward(input, num_groups, weight, bias, eps, act, group, dim, validate):
+    """(this rank's output, the merged moments (N, G, 4) float64)."""
+    if not 2 <= dim < input.dim() <= 6:
+        raise ValueError(f"sharded_group_norm: dim must be a spatial dimension (2..{input.dim() - 1}) of an "
+                         f"input of 3 to 6 dimensions, got dim={dim} for a {input.dim()}-D input")
+    if validate:
+        _validate(input, num_groups, dim, weight, bias, eps, act, group)
+    merged = _ops.merge_moments(_all_gather(_ops.stats(input, num_groups), group))
+    return _ops.apply(input, merged, weight, bias, num_groups, eps, act)[0], merged
+
+
+class ShardedGroupNorm(GroupNorm):
+    """A GroupNorm (same parameters, state_dict and activation as ``groupnorm_cuda.GroupNorm``)
+    whose input is this rank's shard along ``dim`` of a tensor split across ``process_group``;
+    see :func:`sharded_group_norm`. Forward only, for now."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None,
+                 dtype=None, *, bias: bool = True, activation: Optional[str] = None, process_group=None,
+                 dim: int = 2, validate: bool = True) -> None:
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias, activation=activation)
+        self.process_group = process_group
+        self.dim = dim
+        self.validate = validate
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return sharded_group_norm(input, self.num_groups, self.weight, self.bias, self.eps, self._act,
+                                  group=self.process_group, dim=self.dim, validate=self.validate)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dim={self.dim}"
+
+
+def shard_groupnorm(model: nn.Module, process_group=None, dim: int = 2, validate: bool = True) -> nn.Module:
+    """Makes every exact ``nn.GroupNorm`` and ``groupnorm_cuda.GroupNorm`` of ``model`` (the root
+    included) a ShardedGroupNorm over ``process_group`` / ``dim``, in place (the same objects and
+    parameters), so that the model runs on shards of its activations. Subclasses with their own
+    forward are left alone (as convert_groupnorm does). Returns the model."""
+    for m in model.modules():
+        if type(m) in (nn.GroupNorm, GroupNorm):
+            act = getattr(m, "_act", "none")
+            m.__class__ = ShardedGroupNorm
+            m._set_activation(act)
+            m.process_group, m.dim, m.validate = process_group, dim, validate
+    return model

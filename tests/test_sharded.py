@@ -1,0 +1,240 @@
+"""Split ops (stats / merge_moments / apply), GroupNorm over chunks, and GroupNorm over a tensor
+sharded across processes (gloo, CPU, three ranks).
+
+References: the fused single-process op on the whole tensor, and F.group_norm in float64
+(groupnorm_cuda.reference). Data with mean 1e4 and std 1 is included: there an exchange of E[x]
+and E[x^2] (the usual patch-parallel GroupNorm) loses every digit of the variance in float32.
+"""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.library import opcheck
+
+import groupnorm_cuda
+from groupnorm_cuda.distributed import (ShardedGroupNorm, _sharded_forward, group_norm_chunks, shard_groupnorm,
+                                        sharded_group_norm)
+from groupnorm_cuda.reference import reference, rel_err
+
+ops = torch.ops.groupnorm_cuda
+WORLD = 3
+
+# (shape, num_groups, layout, dim, sizes of the shards along dim: uneven, one empty)
+CASES = [
+    ((2, 8, 9, 5), 4, "contiguous", 2, [4, 0, 5]),
+    ((2, 8, 9, 5), 2, "channels_last", 2, [1, 6, 2]),
+    ((2, 12, 5, 7), 3, "channels_last", 3, [0, 3, 4]),
+    ((2, 8, 4, 6, 5), 4, "channels_last", 2, [2, 2, 0]),
+    ((2, 8, 4, 6, 5), 2, "contiguous", 4, [1, 1, 3]),
+    ((3, 16, 11), 4, "nlc", 2, [5, 0, 6]),  # (N, L, C) memory, as tokens
+    ((1, 64, 48, 40), 32, "channels_last", 2, [16, 16, 16]),
+]
+
+
+def _layout(x, layout):
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    if layout == "nlc":
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    return x.contiguous()
+
+
+def _data(shape, seed, mean):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) + mean
+    C = shape[1]
+    return x.float(), torch.randn(C, generator=g), torch.randn(C, generator=g)
+
+
+def _shards(x, dim, sizes):
+    return list(torch.split(x, sizes, dim))
+
+
+# ---------------------------------------------------------------------------------------
+# the split ops on one process
+
+
+@pytest.mark.parametrize("shape, G, layout, dim, sizes", CASES)
+def test_stats_then_apply_is_the_fused_forward(shape, G, layout, dim, sizes):
+    x, w, b = _data(shape, 0, 3.0)
+    x = _layout(x, layout)
+    for act in ("none", "silu"):
+        fused = ops.forward(x, w, b, G, 1e-5, act)
+        split = ops.apply(x, ops.stats(x, G), w, b, G, 1e-5, act)
+        for f, s in zip(fused, split):  # the same kernels, the same bits
+            assert torch.equal(f, s)
+        assert split[0].stride() == fused[0].stride()
+
+
+@pytest.mark.parametrize("mean", [0.0, 1e4])
+@pytest.mark.parametrize("shape, G, layout, dim, sizes", CASES)
+def test_chunks_match_the_whole_tensor(shape, G, layout, dim, sizes, mean):
+    x, w, b = _data(shape, 1, mean)
+    x = _layout(x, layout)
+    for act in (None, "silu"):
+        ys = group_norm_chunks(_shards(x, dim, sizes), G, w, b, 1e-5, act)
+        y = torch.cat(ys, dim)
+        whole = groupnorm_cuda.group_norm(x, G, w, b, 1e-5, activation=act)
+        ref = reference(x, G, w, b, 1e-5, act, None)[0]
+        assert rel_err(y, whole) < 1e-6, (act, rel_err(y, whole))
+        assert rel_err(y, ref) < 2e-6
+        assert [yc.shape for yc in ys] == [c.shape for c in _shards(x, dim, sizes)]
+
+
+def test_merge_is_chan_in_order_and_skips_empty_parts():
+    x, _, _ = _data((2, 8, 12, 3), 2, 5.0)
+    parts = _shards(x, 2, [5, 0, 7])
+    moments = torch.stack([ops.stats(p, 4) for p in parts])
+    assert torch.equal(moments[1], torch.zeros_like(moments[1]))
+    merged = ops.merge_moments(moments)
+    whole = ops.stats(x, 4)
+    xd = x.double().reshape(2, 4, -1)
+    assert torch.equal(merged[..., 0], whole[..., 0])  # count
+    assert torch.equal(merged[..., 1], whole[..., 1])  # shift: the first non-empty part's = the group's first element
+    # part moments are float32 sums of the shifted data (std 1): ~1e-7 of the spread
+    torch.testing.assert_close(merged[..., 1] + merged[..., 2], xd.mean(2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(merged[..., 3], xd.var(2, unbiased=False) * xd.shape[2], rtol=1e-5, atol=0)
+    # an all-empty merge is empty; a leading empty part does not move the shift
+    assert torch.equal(ops.merge_moments(moments[1:2]), moments[1])
+    lead = ops.merge_moments(moments[[1, 0, 2]])
+    assert torch.equal(lead[..., 1], whole[..., 1])
+
+
+def test_reference_backend_matches_the_cpu_kernels():
+    """stats / apply of csrc/split_ops.cpp (what devices without split kernels run) against the
+    CPU kernels on the same inputs."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    x, w, b = _data((2, 8, 7, 5), 3, 1e4)
+    x = _layout(x, "channels_last")
+    m_ref = ops.stats.default.redispatch(keys, x, 4)
+    m_cpu = ops.stats(x, 4)
+    torch.testing.assert_close(m_ref[..., :2], m_cpu[..., :2], rtol=0, atol=0)
+    torch.testing.assert_close(m_ref[..., 2:], m_cpu[..., 2:], rtol=1e-5, atol=1e-6)
+    for got, want in zip(ops.apply.default.redispatch(keys, x, m_cpu, w, b, 4, 1e-5, "silu"),
+                         ops.apply(x, m_cpu, w, b, 4, 1e-5, "silu")):
+        assert rel_err(got, want) < 1e-6
+    assert ops.apply.default.redispatch(keys, x, m_cpu, w, b, 4, 1e-5, "silu")[0].stride() == x.stride()
+
+
+def test_split_ops_opcheck_and_errors():
+    x, w, b = _data((2, 8, 5, 3), 4, 0.0)
+    m = ops.stats(x, 4)
+    opcheck(ops.stats.default, (x, 4))
+    opcheck(ops.stats.default, (x[:, :, :0], 4))
+    opcheck(ops.merge_moments.default, (torch.stack([m, m]),))
+    opcheck(ops.apply.default, (x, m, w, b, 4, 1e-5, "silu"))
+    opcheck(ops.apply.default, (_layout(x, "channels_last"), m, None, None, 4, 1e-5, "none"))
+    with pytest.raises(RuntimeError, match=r"expected moments of shape \[2, 4, 4\]"):
+        ops.apply(x, m[:, :2], w, b, 4, 1e-5, "none")
+    with pytest.raises(RuntimeError, match="expected moments of dtype Double"):
+        ops.apply(x, m.float(), w, b, 4, 1e-5, "none")
+    with pytest.raises(RuntimeError, match="divisible by num_groups"):
+        ops.stats(x, 3)
+    with pytest.raises(RuntimeError, match=r"expected parts of shape \[P, N, G, 4\]"):
+        ops.merge_moments(m)
+    with pytest.raises(NotImplementedError, match="backward of the sharded GroupNorm is not implemented"):
+        group_norm_chunks([x.requires_grad_()], 4, w, b)
+    with torch.no_grad():
+        group_norm_chunks([x], 4, w, b)
+
+
+# ---------------------------------------------------------------------------------------
+# sharded across processes (gloo)
+
+
+def _worker(rank, port, out_dir):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    results = {}
+    try:
+        torch.set_num_threads(1)
+        for i, (shape, G, layout, dim, sizes) in enumerate(CASES):
+            for mean in (0.0, 1e4):
+                x, w, b = _data(shape, 10 + i, mean)
+                shard = _layout(_shards(_layout(x, layout), dim, sizes)[rank], layout)
+                for act in ("none", "silu"):
+                    y, merged = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, True)
+                    again, merged2 = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, False)
+                    results[(i, mean, act)] = dict(y=y, merged=merged, same_again=torch.equal(again, y)
+                                                   and torch.equal(merged2, merged))
+        # the module form, converted in place from nn.GroupNorm
+        x, w, b = _data((2, 8, 6, 4), 99, 2.0)
+        norm = torch.nn.GroupNorm(4, 8)
+        with torch.no_grad():
+            norm.weight.copy_(w)
+            norm.bias.copy_(b)
+        shard_groupnorm(norm, dim=3)
+        with torch.no_grad():
+            results["module"] = dict(type=type(norm).__name__, y=norm(x[..., [rank] if rank < 2 else [2, 3]]))
+        # disagreements: every rank gets the same clear error, nobody hangs
+        errors = []
+        bad = [((2, 8, 3, 3), 4), ((2, 8, 3, 3), 4), ((2, 12, 3, 3), 4)][rank]
+        for kwargs in (dict(shape=bad[0], G=bad[1]), dict(shape=(2, 8, 3, 3), G=[4, 4, 2][rank])):
+            try:
+                with torch.no_grad():
+                    sharded_group_norm(torch.randn(kwargs["shape"]), kwargs["G"], group=None, dim=2)
+                errors.append(None)
+            except ValueError as e:
+                errors.append(str(e))
+        results["errors"] = errors
+        try:
+            sharded_group_norm(torch.randn(2, 8, 3, 3, requires_grad=True), 4)
+            results["grad_error"] = None
+        except NotImplementedError as e:
+            results["grad_error"] = str(e)
+    finally:
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sharded_results(tmp_path_factory):
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    out = tmp_path_factory.mktemp("sharded")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("i", range(len(CASES)))
+def test_sharded_forward_equals_the_single_process_op(sharded_results, i):
+    shape, G, layout, dim, sizes = CASES[i]
+    for mean in (0.0, 1e4):
+        x, w, b = _data(shape, 10 + i, mean)
+        x = _layout(x, layout)
+        for act in ("none", "silu"):
+            res = [r[(i, mean, act)] for r in sharded_results]
+            y = torch.cat([r["y"] for r in res], dim)
+            whole = ops.forward(x, w, b, G, 1e-5, act)[0]
+            ref = reference(x, G, w, b, 1e-5, None if act == "none" else act, None)[0]
+            assert rel_err(y, whole) < 1e-6, (mean, act, rel_err(y, whole))
+            assert rel_err(y, ref) < 2e-6, (mean, act, rel_err(y, ref))
+            for r, part in zip(res, _shards(x, dim, sizes)):
+                part = _layout(part, layout)
+                assert r["y"].shape == part.shape
+                assert r["y"].stride() == part.stride() or part.numel() == 0, "output not in the shard's layout"
+                assert r["same_again"], "not the same bits from run to run"
+                assert torch.equal(r["merged"], res[0]["merged"]), "ranks merged different statistics"
+
+
+def test_sharded_module_and_errors(sharded_results):
+    x, w, b = _data((2, 8, 6, 4), 99, 2.0)
+    y = torch.cat([r["module"]["y"] for r in sharded_results], 3)
+    assert all(r["module"]["type"] == "ShardedGroupNorm" for r in sharded_results)
+    assert rel_err(y, reference(x, 4, w, b, 1e-5, None, None)[0]) < 2e-6
+    for r in sharded_results:
+        first, second = r["errors"]
+        assert first is not None and "disagree on the input's shape[1]" in first and "rank 2: 12" in first
+        assert second is not None and "disagree on the input's num_groups" in second
+        assert r["errors"] == sharded_results[0]["errors"]
+        assert "not implemented" in r["grad_error"]
