@@ -39,6 +39,16 @@
 //     result is the same bits wherever it runs), about the first non-empty part's shift.
 //   apply(input, moments, weight?, bias?, num_groups, eps, activation) -> (y, mean, rstd)
 //     the forward's outputs with the statistics of `moments` instead of input's own.
+//   backward_sums(grad_out, input, mean, rstd, residual, weight?, bias?, num_groups, activation)
+//     -> (group_sums, grad_weight_part, grad_bias_part)
+//     this shard's share of the backward's reductions: group_sums (N, G, 2) [Asum, Bsum] and the
+//     shard's dweight / dbias contributions (C) (empty [0] for an absent parameter), all in the
+//     stats dtype; sums over shards add up. residual (N, G): (the merged mean) - mean, i.e. the
+//     rounding error of the saved mean, which the fused backward measures from the data.
+//   backward_dx(grad_out, input, mean, rstd, residual, weight?, bias?, group_sums, count,
+//               num_groups, activation) -> grad_input
+//     dx of this shard from the group sums over all shards; count = a group's elements over all
+//     shards.
 TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
       "forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation)"
@@ -51,6 +61,12 @@ TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
       "apply(Tensor input, Tensor moments, Tensor? weight, Tensor? bias, int num_groups, float eps,"
       " str activation) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "backward_sums(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, Tensor residual, Tensor? weight,"
+      " Tensor? bias, int num_groups, str activation) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "backward_dx(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, Tensor residual, Tensor? weight,"
+      " Tensor? bias, Tensor group_sums, int count, int num_groups, str activation) -> Tensor");
 }
 
 namespace groupnorm_cuda {
@@ -89,6 +105,27 @@ Outputs apply_meta(const at::Tensor& input, const at::Tensor& moments, const std
   return allocate_forward_outputs(input, pick_layout(input), num_groups);
 }
 
+Outputs backward_sums_meta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                           const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
+  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
+  check_stats(residual, "residual", input, num_groups);
+  (void)parse_activation(activation);
+  return allocate_backward_sums(input, num_groups, opt_ptr(weight), opt_ptr(bias));
+}
+
+at::Tensor backward_dx_meta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                            const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                            const std::optional<at::Tensor>& bias, const at::Tensor& group_sums, int64_t count,
+                            int64_t num_groups, c10::string_view activation) {
+  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
+  check_stats(residual, "residual", input, num_groups);
+  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
+  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  (void)parse_activation(activation);
+  return empty_in_layout(input, pick_layout(input), input.scalar_type());
+}
+
 }  // namespace
 }  // namespace groupnorm_cuda
 
@@ -97,4 +134,6 @@ TORCH_LIBRARY_IMPL(groupnorm_cuda, Meta, m) {
   m.impl("backward", &groupnorm_cuda::backward_meta);
   m.impl("stats", &groupnorm_cuda::stats_meta);
   m.impl("apply", &groupnorm_cuda::apply_meta);
+  m.impl("backward_sums", &groupnorm_cuda::backward_sums_meta);
+  m.impl("backward_dx", &groupnorm_cuda::backward_dx_meta);
 }

@@ -2,7 +2,8 @@
 //
 //   merge_moments   the merge itself, for every device (CompositeExplicitAutograd): a few
 //                   element-wise ops over (N, G) per part, in part order;
-//   stats / apply   the reference implementation, used on devices whose backend has no kernel
+//   stats / apply / backward_sums / backward_dx
+//                   the reference implementation, used on devices whose backend has no kernel
 //                   of its own (CUDA, for now): float64 arithmetic, correct but not fused. The
 //                   CPU backend's kernels (cpu/group_norm_cpu.cpp) override it on CPU.
 //
@@ -90,6 +91,80 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> apply_reference(const at::Tensor&
   return {y, mean, rstd};
 }
 
+// The backward's per-element quantities in float64, (N, C, S) views: u = x - mean, the
+// SiLU-adjusted gradient g = dy' (z from the given residual, as the kernels), and per channel
+// rho, w, r.
+struct BackwardTerms {
+  at::Tensor u, g, rho, w, r;  // u, g (N, C, S); rho, r (N, C, 1); w (1, C, 1)
+};
+
+BackwardTerms backward_terms(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                             const at::Tensor& rstd, const at::Tensor& residual,
+                             const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                             int64_t num_groups, Activation act) {
+  const int64_t N = input.size(0), C = input.size(1), D = C / num_groups;
+  auto per_channel = [&](const at::Tensor& t) {  // (N, G) -> (N, C, 1)
+    return t.to(at::kDouble).repeat_interleave(D, 1).unsqueeze(2);
+  };
+  BackwardTerms bt;
+  bt.rho = per_channel(rstd);
+  bt.r = per_channel(residual);
+  bt.w = weight ? weight->to(at::kDouble).reshape({1, C, 1}) : at::ones({1, C, 1}, input.options().dtype(at::kDouble));
+  bt.u = input.to(at::kDouble).reshape({N, C, -1}) - per_channel(mean);
+  bt.g = grad_out.to(at::kDouble).reshape({N, C, -1});
+  if (act == Activation::SiLU) {
+    at::Tensor z = (bt.u - bt.r) * bt.rho * bt.w;
+    if (bias) z = z + bias->to(at::kDouble).reshape({1, C, 1});
+    const at::Tensor sg = at::sigmoid(z);
+    bt.g = bt.g * sg * (1 + z * (1 - sg));
+  }
+  return bt;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_sums_reference(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
+    const at::Tensor& residual, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    int64_t num_groups, c10::string_view activation) {
+  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
+  check_stats(residual, "residual", input, num_groups);
+  auto [sums, dwp, dbp] = allocate_backward_sums(input, num_groups, opt_ptr(weight), opt_ptr(bias));
+  const int64_t N = input.size(0), C = input.size(1);
+  const BackwardTerms bt =
+      backward_terms(grad_out, input, mean, rstd, residual, weight, bias, num_groups, parse_activation(activation));
+  const at::Tensor a = bt.g.sum(2);                                             // (N, C)
+  const at::Tensor dyxhat = bt.rho.squeeze(2) * ((bt.g * bt.u).sum(2) - bt.r.squeeze(2) * a);
+  const at::Tensor w = bt.w.reshape({1, C});
+  sums.copy_(at::stack({(w * dyxhat).reshape({N, num_groups, -1}).sum(2), (w * a).reshape({N, num_groups, -1}).sum(2)},
+                       -1));
+  if (weight) dwp.copy_(dyxhat.sum(0));
+  if (bias) dbp.copy_(a.sum(0));
+  return {sums, dwp, dbp};
+}
+
+at::Tensor backward_dx_reference(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                                 const at::Tensor& rstd, const at::Tensor& residual,
+                                 const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                 const at::Tensor& group_sums, int64_t count, int64_t num_groups,
+                                 c10::string_view activation) {
+  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
+  check_stats(residual, "residual", input, num_groups);
+  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
+  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  at::Tensor dx = empty_in_layout(input, pick_layout(input), input.scalar_type());
+  if (input.numel() == 0) return dx;
+  const int64_t D = input.size(1) / num_groups;
+  const BackwardTerms bt =
+      backward_terms(grad_out, input, mean, rstd, residual, weight, bias, num_groups, parse_activation(activation));
+  auto per_channel = [&](const at::Tensor& t) { return t.repeat_interleave(D, 1).unsqueeze(2); };
+  const at::Tensor gs = group_sums.to(at::kDouble);
+  const at::Tensor A = per_channel(gs.select(2, 0)), B = per_channel(gs.select(2, 1));
+  const double M = static_cast<double>(count);
+  const at::Tensor c2 = -bt.rho * bt.rho * A / M;
+  const at::Tensor c3 = bt.rho * (bt.r * bt.rho * A - B) / M;
+  dx.copy_((bt.rho * bt.w * bt.g + c2 * bt.u + c3).reshape(input.sizes()));
+  return dx;
+}
+
 }  // namespace
 }  // namespace groupnorm_cuda
 
@@ -97,10 +172,14 @@ TORCH_LIBRARY_IMPL(groupnorm_cuda, CompositeExplicitAutograd, m) {
   m.impl("merge_moments", &groupnorm_cuda::merge_moments);
   m.impl("stats", &groupnorm_cuda::stats_reference);
   m.impl("apply", &groupnorm_cuda::apply_reference);
+  m.impl("backward_sums", &groupnorm_cuda::backward_sums_reference);
+  m.impl("backward_dx", &groupnorm_cuda::backward_dx_reference);
 }
 
 TORCH_LIBRARY_IMPL(groupnorm_cuda, Autograd, m) {
   m.impl("merge_moments", torch::autograd::autogradNotImplementedFallback());
   m.impl("stats", torch::autograd::autogradNotImplementedFallback());
   m.impl("apply", torch::autograd::autogradNotImplementedFallback());
+  m.impl("backward_sums", torch::autograd::autogradNotImplementedFallback());
+  m.impl("backward_dx", torch::autograd::autogradNotImplementedFallback());
 }

@@ -19,10 +19,14 @@ consistent.
 The same split ops normalize a tensor that is processed in chunks on one device
 (:func:`group_norm_chunks`).
 
-Status: forward (inference) only. The sharded backward (per-shard partial sums, one
-all-gather, then dx / dweight / dbias) is not implemented yet: calling these functions where
-autograd would need their gradient raises NotImplementedError rather than returning a result
-that silently does not train.
+Backward: every rank computes its shard's share of the reductions (per (sample, group) two
+sums, and its dweight / dbias contributions), the ranks exchange them in ONE all-gather of
+2 * N * G + 2 * C values, every rank adds them up in rank order, and computes its shard's dx.
+The weight and bias gradients are the FULL gradients (the whole tensor's), the same bits on
+every rank. With DistributedDataParallel over the same ranks (replicated parameters) that is
+the gradient DDP would otherwise assemble: DDP then averages identical gradients, so scale
+the loss (or use a process group for DDP that does not include the patch-parallel ranks).
+Double backward is not supported.
 """
 from __future__ import annotations
 
@@ -124,28 +128,70 @@ def sharded_group_norm(input: torch.Tensor, num_groups: int, weight: Optional[to
     dimension: 2 or more) the ranks of ``group`` hold, in rank order; returns this rank's shard
     of the output. Shards may differ in size along ``dim`` (some may be empty); every other
     dimension, the parameters, eps and the activation must be the same on every rank (checked
-    with ``validate=True``). Communication: one all-gather of N * num_groups * 4 float64 values
-    (plus the 16-value header check when validating)."""
-    _no_grad_needed("sharded_group_norm", input, weight, bias)
-    return _sharded_forward(input, num_groups, weight, bias, eps, _activation_name(activation), group, dim,
-                            validate)[0]
+    with ``validate=True``). Differentiable (see the module docstring for what the backward
+    communicates and what the parameter gradients are). Communication per call: forward, one
+    all-gather of N * num_groups * 4 float64 values (plus the 16-value header check when
+    validating); backward, one all-gather of 2 * N * num_groups + 2 * C values."""
+    act = _activation_name(activation)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+        return _ShardedFunction.apply(input, weight, bias, num_groups, eps, act, group, dim, validate)
+    return _sharded_forward(input, num_groups, weight, bias, eps, act, group, dim, validate)[0]
 
 
 def _sharded_forward(input, num_groups, weight, bias, eps, act, group, dim, validate):
-    """(this rank's output, the merged moments (N, G, 4) float64)."""
+    """(this rank's output, the merged moments (N, G, 4) float64, mean, rstd)."""
     if not 2 <= dim < input.dim() <= 6:
         raise ValueError(f"sharded_group_norm: dim must be a spatial dimension (2..{input.dim() - 1}) of an "
                          f"input of 3 to 6 dimensions, got dim={dim} for a {input.dim()}-D input")
     if validate:
         _validate(input, num_groups, dim, weight, bias, eps, act, group)
     merged = _ops.merge_moments(_all_gather(_ops.stats(input, num_groups), group))
-    return _ops.apply(input, merged, weight, bias, num_groups, eps, act)[0], merged
+    y, mean, rstd = _ops.apply(input, merged, weight, bias, num_groups, eps, act)
+    return y, merged, mean, rstd
+
+
+class _ShardedFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias, num_groups, eps, act, group, dim, validate):
+        y, merged, mean, rstd = _sharded_forward(input, num_groups, weight, bias, eps, act, group, dim, validate)
+        # the saved mean's rounding error, from the merged (float64) mean: what the fused
+        # backward measures from the data, without a second pass or a second exchange
+        residual = ((merged[..., 1] + merged[..., 2]) - mean.double()).to(mean.dtype)
+        ctx.save_for_backward(input, weight, bias, mean, rstd, residual)
+        ctx.count = int(merged[0, 0, 0].item()) if merged.shape[0] > 0 else 0
+        ctx.args = (num_groups, act, group)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, w, b, mean, rstd, residual = ctx.saved_tensors
+        G, act, group = ctx.args
+        sums, dwp, dbp = _ops.backward_sums(dy, x, mean, rstd, residual, w, b, G, act)
+        parts = _all_gather(torch.cat([sums.reshape(-1), dwp, dbp]).double(), group)
+        total = parts[0].clone()
+        for r in range(1, parts.shape[0]):  # rank order: the same bits on every rank
+            total += parts[r]
+        n_sums, C = sums.numel(), x.shape[1]
+        dx = dw = db = None
+        if ctx.needs_input_grad[0] and ctx.count > 0:
+            group_sums = total[:n_sums].view(sums.shape).to(sums.dtype)
+            dx = _ops.backward_dx(dy, x, mean, rstd, residual, w, b, group_sums, ctx.count, G, act)
+        elif ctx.needs_input_grad[0]:
+            dx = torch.zeros_like(x)
+        offset = n_sums
+        if w is not None:
+            dw = total[offset:offset + C].to(w.dtype) if ctx.needs_input_grad[1] else None
+            offset += C
+        if b is not None and ctx.needs_input_grad[2]:
+            db = total[offset:offset + C].to(b.dtype)
+        return dx, dw, db, None, None, None, None, None, None
 
 
 class ShardedGroupNorm(GroupNorm):
     """A GroupNorm (same parameters, state_dict and activation as ``groupnorm_cuda.GroupNorm``)
     whose input is this rank's shard along ``dim`` of a tensor split across ``process_group``;
-    see :func:`sharded_group_norm`. Forward only, for now."""
+    see :func:`sharded_group_norm`."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None,
                  dtype=None, *, bias: bool = True, activation: Optional[str] = None, process_group=None,

@@ -49,6 +49,10 @@ def _data(shape, seed, mean):
     return x.float(), torch.randn(C, generator=g), torch.randn(C, generator=g)
 
 
+def _grad_out(shape, seed):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
 def _shards(x, dim, sizes):
     return list(torch.split(x, sizes, dim))
 
@@ -119,6 +123,41 @@ def test_reference_backend_matches_the_cpu_kernels():
     assert ops.apply.default.redispatch(keys, x, m_cpu, w, b, 4, 1e-5, "silu")[0].stride() == x.stride()
 
 
+def _split_backward_inputs(layout="channels_last", act="silu"):
+    x, w, b = _data((2, 8, 7, 5), 5, 1e4)
+    x = _layout(x, layout)
+    dy = _layout(_grad_out(x.shape, 6), layout)
+    merged = ops.stats(x, 4)
+    _, mean, rstd = ops.apply(x, merged, w, b, 4, 1e-5, act)
+    residual = ((merged[..., 1] + merged[..., 2]) - mean.double()).float()
+    return x, w, b, dy, mean, rstd, residual
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("act", ["none", "silu"])
+def test_split_backward_on_the_whole_tensor_is_the_fused_backward(layout, act):
+    x, w, b, dy, mean, rstd, residual = _split_backward_inputs(layout, act)
+    sums, dwp, dbp = ops.backward_sums(dy, x, mean, rstd, residual, w, b, 4, act)
+    dx = ops.backward_dx(dy, x, mean, rstd, residual, w, b, sums, x[0, :2].numel(), 4, act)
+    fused = ops.backward(dy, x, mean, rstd, w, b, 4, act, [True, True, True])
+    for got, want in zip((dx, dwp, dbp), fused):
+        assert rel_err(got, want) < 1e-6
+    assert dx.stride() == x.stride()
+
+
+def test_reference_backend_backward_matches_the_cpu_kernels():
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    x, w, b, dy, mean, rstd, residual = _split_backward_inputs()
+    args = (dy, x, mean, rstd, residual, w, b)
+    for got, want in zip(ops.backward_sums.default.redispatch(keys, *args, 4, "silu"),
+                         ops.backward_sums(*args, 4, "silu")):
+        assert rel_err(got, want) < 1e-5
+    sums = ops.backward_sums(*args, 4, "silu")[0]
+    got = ops.backward_dx.default.redispatch(keys, *args, sums, 70, 4, "silu")
+    assert rel_err(got, ops.backward_dx(*args, sums, 70, 4, "silu")) < 1e-5
+    assert got.stride() == x.stride()
+
+
 def test_split_ops_opcheck_and_errors():
     x, w, b = _data((2, 8, 5, 3), 4, 0.0)
     m = ops.stats(x, 4)
@@ -127,6 +166,15 @@ def test_split_ops_opcheck_and_errors():
     opcheck(ops.merge_moments.default, (torch.stack([m, m]),))
     opcheck(ops.apply.default, (x, m, w, b, 4, 1e-5, "silu"))
     opcheck(ops.apply.default, (_layout(x, "channels_last"), m, None, None, 4, 1e-5, "none"))
+    xb, wb, bb, dy, mean, rstd, residual = _split_backward_inputs()
+    sums = ops.backward_sums(dy, xb, mean, rstd, residual, wb, bb, 4, "silu")[0]
+    opcheck(ops.backward_sums.default, (dy, xb, mean, rstd, residual, wb, bb, 4, "silu"))
+    opcheck(ops.backward_sums.default, (dy, xb, mean, rstd, residual, None, None, 4, "none"))
+    opcheck(ops.backward_dx.default, (dy, xb, mean, rstd, residual, wb, bb, sums, 70, 4, "silu"))
+    with pytest.raises(RuntimeError, match=r"expected group_sums of shape \[2, 4, 2\]"):
+        ops.backward_dx(dy, xb, mean, rstd, residual, wb, bb, sums[..., :1], 70, 4, "silu")
+    with pytest.raises(RuntimeError, match="expected a positive count"):
+        ops.backward_dx(dy, xb, mean, rstd, residual, wb, bb, sums, 0, 4, "silu")
     with pytest.raises(RuntimeError, match=r"expected moments of shape \[2, 4, 4\]"):
         ops.apply(x, m[:, :2], w, b, 4, 1e-5, "none")
     with pytest.raises(RuntimeError, match="expected moments of dtype Double"):
@@ -156,11 +204,15 @@ def _worker(rank, port, out_dir):
             for mean in (0.0, 1e4):
                 x, w, b = _data(shape, 10 + i, mean)
                 shard = _layout(_shards(_layout(x, layout), dim, sizes)[rank], layout)
+                dy = _layout(_shards(_layout(_grad_out(shape, 20 + i), layout), dim, sizes)[rank], layout)
                 for act in ("none", "silu"):
-                    y, merged = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, True)
-                    again, merged2 = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, False)
+                    y, merged = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, True)[:2]
+                    again, merged2 = _sharded_forward(shard, G, w, b, 1e-5, act, None, dim, False)[:2]
+                    xr, wr, br = (t.detach().clone().requires_grad_() for t in (shard, w, b))
+                    sharded_group_norm(xr, G, wr, br, 1e-5, act, dim=dim).backward(dy)
                     results[(i, mean, act)] = dict(y=y, merged=merged, same_again=torch.equal(again, y)
-                                                   and torch.equal(merged2, merged))
+                                                   and torch.equal(merged2, merged),
+                                                   dx=xr.grad, dw=wr.grad, db=br.grad)
         # the module form, converted in place from nn.GroupNorm
         x, w, b = _data((2, 8, 6, 4), 99, 2.0)
         norm = torch.nn.GroupNorm(4, 8)
@@ -181,11 +233,6 @@ def _worker(rank, port, out_dir):
             except ValueError as e:
                 errors.append(str(e))
         results["errors"] = errors
-        try:
-            sharded_group_norm(torch.randn(2, 8, 3, 3, requires_grad=True), 4)
-            results["grad_error"] = None
-        except NotImplementedError as e:
-            results["grad_error"] = str(e)
     finally:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.destroy_process_group()
@@ -223,8 +270,22 @@ def test_sharded_forward_equals_the_single_process_op(sharded_results, i):
                 part = _layout(part, layout)
                 assert r["y"].shape == part.shape
                 assert r["y"].stride() == part.stride() or part.numel() == 0, "output not in the shard's layout"
+                assert r["dx"].shape == part.shape
+                assert r["dx"].stride() == part.stride() or part.numel() == 0, "dx not in the shard's layout"
                 assert r["same_again"], "not the same bits from run to run"
                 assert torch.equal(r["merged"], res[0]["merged"]), "ranks merged different statistics"
+                assert torch.equal(r["dw"], res[0]["dw"]) and torch.equal(r["db"], res[0]["db"]), \
+                    "ranks computed different parameter gradients"
+            # backward: against the fused op's backward on the whole tensor, and float64
+            dy = _layout(_grad_out(shape, 20 + i), layout)
+            ref_act = None if act == "none" else act
+            xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
+            groupnorm_cuda.group_norm(xr, G, wr, br, 1e-5, activation=ref_act).backward(dy)
+            _, ref_grads = reference(x, G, w, b, 1e-5, ref_act, dy)
+            got = (torch.cat([r["dx"] for r in res], dim), res[0]["dw"], res[0]["db"])
+            for name, g, fused, want in zip(("dx", "dw", "db"), got, (xr.grad, wr.grad, br.grad), ref_grads):
+                assert rel_err(g, fused) < 1e-6, (name, mean, act, rel_err(g, fused))
+                assert rel_err(g, want) < 1e-6, (name, mean, act, rel_err(g, want))
 
 
 def test_sharded_module_and_errors(sharded_results):
@@ -237,4 +298,3 @@ def test_sharded_module_and_errors(sharded_results):
         assert first is not None and "disagree on the input's shape[1]" in first and "rank 2: 12" in first
         assert second is not None and "disagree on the input's num_groups" in second
         assert r["errors"] == sharded_results[0]["errors"]
-        assert "not implemented" in r["grad_error"]

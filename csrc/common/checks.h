@@ -81,12 +81,16 @@ inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const
               b->scalar_type());
 }
 
-inline void check_stats(const at::Tensor& stat, const char* name, const at::Tensor& x, int64_t num_groups) {
-  TORCH_SYM_CHECK(c10::SymBool(stat.dim() == 2)
-                      .sym_and(stat.sym_size(0).sym_eq(x.sym_size(0)))
-                      .sym_and(stat.sym_size(1).sym_eq(num_groups)),
+// (N, num_groups) statistics (mean, rstd; the split backward's residual) in stats_dtype; with
+// pairs, (N, num_groups, 2) (the split backward's group sums).
+inline void check_stats(const at::Tensor& stat, const char* name, const at::Tensor& x, int64_t num_groups,
+                        bool pairs = false) {
+  const bool rank_ok = stat.dim() == (pairs ? 3 : 2) && (!pairs || stat.size(2) == 2);
+  TORCH_CHECK(rank_ok, "groupnorm_cuda.backward: expected ", name, " of shape [", x.sym_size(0), ", ", num_groups,
+              pairs ? ", 2" : "", "], but got ", stat.sym_sizes());
+  TORCH_SYM_CHECK(stat.sym_size(0).sym_eq(x.sym_size(0)).sym_and(stat.sym_size(1).sym_eq(num_groups)),
                   "groupnorm_cuda.backward: expected ", name, " of shape [", x.sym_size(0), ", ", num_groups,
-                  "], but got ", stat.sym_sizes());
+                  pairs ? ", 2" : "", "], but got ", stat.sym_sizes());
   TORCH_CHECK(stat.scalar_type() == stats_dtype(x.scalar_type()), "groupnorm_cuda.backward: expected ", name,
               " of dtype ", stats_dtype(x.scalar_type()), ", but got ", stat.scalar_type());
   TORCH_CHECK(stat.device() == x.device(), "Expected all tensors to be on the same device, but ", name, " is on ",
@@ -111,8 +115,8 @@ inline void check_moments(const at::Tensor& m, const at::Tensor& x, int64_t num_
 // Every check of the backward's arguments.
 inline void check_backward_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                                   const at::Tensor& rstd, const at::Tensor* w, const at::Tensor* b,
-                                  int64_t num_groups) {
-  check_forward_inputs(x, w, b, num_groups);
+                                  int64_t num_groups, bool allow_empty_spatial = false) {
+  check_forward_inputs(x, w, b, num_groups, allow_empty_spatial);
   TORCH_CHECK(dy.dim() == x.dim(), "groupnorm_cuda.backward: expected grad_output of shape ", x.sym_sizes(),
               ", but got ", dy.sym_sizes());
   for (int64_t d = 0; d < x.dim(); ++d)

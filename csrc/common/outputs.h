@@ -60,6 +60,15 @@ inline at::Tensor allocate_moments(const at::Tensor& x, int64_t num_groups) {
   return at::empty_symint({x.sym_size(0), num_groups, 4}, x.options().dtype(at::kDouble));
 }
 
+// The split backward's sums of a shard (csrc/ops.cpp): group sums (N, G, 2) and this shard's
+// dweight / dbias contributions (C) (empty [0] for an absent parameter), all in stats_dtype.
+inline Outputs allocate_backward_sums(const at::Tensor& x, int64_t num_groups, const at::Tensor* w,
+                                      const at::Tensor* b) {
+  const auto opts = x.options().dtype(stats_dtype(x.scalar_type()));
+  auto part = [&](const at::Tensor* p) { return p ? at::empty_symint({x.sym_size(1)}, opts) : at::empty({0}, opts); };
+  return {at::empty_symint({x.sym_size(0), num_groups, 2}, opts), part(w), part(b)};
+}
+
 // dx in x's dtype and layout; dweight / dbias (C) in their parameter's dtype. An unwanted
 // gradient, or the gradient of an absent parameter, is an empty tensor of shape [0] in the
 // parameter's dtype (the input's when the parameter is absent).

@@ -84,13 +84,13 @@ BwdArgs<T, W> backward_args(const Problem& prob, const at::Tensor& dy, const at:
 // dweight / dbias: the (N, C) per-sample partials reduced over n in order, parallel over
 // channel ranges. Rows are added whole (contiguous, vectorized): walking one channel down the
 // column strides by C and thrashes L1 sets when C is a large power of two.
-template <typename A, typename W>
+template <typename A, typename O>
 void reduce_param_grads(const Problem& prob, const at::Tensor& dw_part, const at::Tensor& db_part, at::Tensor& dw,
                         at::Tensor& db) {
   const A* pw = dw_part.defined() ? dw_part.const_data_ptr<A>() : nullptr;
   const A* pb = db_part.defined() ? db_part.const_data_ptr<A>() : nullptr;
-  W* ow = pw ? dw.mutable_data_ptr<W>() : nullptr;
-  W* ob = pb ? db.mutable_data_ptr<W>() : nullptr;
+  O* ow = pw ? dw.mutable_data_ptr<O>() : nullptr;
+  O* ob = pb ? db.mutable_data_ptr<O>() : nullptr;
   at::parallel_for(0, prob.C, 512, [&](int64_t c0, int64_t c1) {
     const int64_t len = c1 - c0;
     std::vector<A> sw(pw ? len : 0, A(0)), sb(pb ? len : 0, A(0));
@@ -99,8 +99,8 @@ void reduce_param_grads(const Problem& prob, const at::Tensor& dw_part, const at
       if (pb) add_vec(sb.data(), pb + n * prob.C + c0, len);
     }
     for (int64_t c = c0; c < c1; ++c) {
-      if (pw) ow[c] = static_cast<W>(sw[c - c0]);
-      if (pb) ob[c] = static_cast<W>(sb[c - c0]);
+      if (pw) ow[c] = static_cast<O>(sw[c - c0]);
+      if (pb) ob[c] = static_cast<O>(sb[c - c0]);
     }
   });
 }
@@ -128,17 +128,35 @@ void forward_with(const Problem& prob, const ForwardTensors& t, at::ScalarType w
   });
 }
 
+// What a backward-direction call runs (params.h BwdArgs): the fused backward, or one of the
+// split ops of the sharded backward.
+struct BackwardParts {
+  const at::Tensor* r_in = nullptr;      // (N, G): the saved mean's residual, given
+  at::Tensor* group_out = nullptr;       // backward_sums: (N, G, 2) [Asum, Bsum] of this shard
+  const at::Tensor* group_in = nullptr;  // backward_dx: (N, G, 2) over all shards
+  int64_t M_total = 0;                   // backward_dx: a group's elements over all shards
+};
+
 template <template <typename, typename> class Kernel>
-void backward_with(const Problem& prob, const BackwardTensors& t, at::ScalarType wt, Outputs& out) {
+void backward_with(const Problem& prob, const BackwardTensors& t, at::ScalarType wt, Outputs& out,
+                   const BackwardParts& parts) {
   auto& [dx, dw, db] = out;
   const auto popts = t.x.options().dtype(stats_dtype(t.x.scalar_type()));
   const at::Tensor dw_part = t.want[1] ? at::empty({prob.N, prob.C}, popts) : at::Tensor();
   const at::Tensor db_part = t.want[2] ? at::empty({prob.N, prob.C}, popts) : at::Tensor();
   dispatch_types(t.x.scalar_type(), wt, [&]<typename T, typename W>() {
-    Kernel<T, W>(backward_args<T, W>(prob, t.dy, t.x, t.mean, t.rstd, t.w, t.b, t.want[0] ? dx : at::Tensor(),
-                                     dw_part, db_part))
-        .run();
-    reduce_param_grads<acc_t<T>, W>(prob, dw_part, db_part, dw, db);
+    using A = acc_t<T>;
+    BwdArgs<T, W> args = backward_args<T, W>(prob, t.dy, t.x, t.mean, t.rstd, t.w, t.b,
+                                             t.want[0] ? dx : at::Tensor(), dw_part, db_part);
+    args.r_in = parts.r_in ? parts.r_in->const_data_ptr<A>() : nullptr;
+    args.group_out = parts.group_out ? parts.group_out->mutable_data_ptr<A>() : nullptr;
+    args.group_in = parts.group_in ? parts.group_in->const_data_ptr<A>() : nullptr;
+    args.M_total = parts.M_total;
+    Kernel<T, W>(args).run();
+    if (parts.group_out)  // a shard's parameter-gradient contributions stay in the accumulation type
+      reduce_param_grads<A, A>(prob, dw_part, db_part, dw, db);
+    else
+      reduce_param_grads<A, W>(prob, dw_part, db_part, dw, db);
   });
 }
 
@@ -208,6 +226,15 @@ Outputs apply_cpu(const at::Tensor& input, const at::Tensor& moments, const std:
   return out;
 }
 
+void run_backward(const Problem& prob, const BackwardTensors& t, at::ScalarType wt, Outputs& out,
+                  const BackwardParts& parts) {
+  if (t.want[0]) advise_output(std::get<0>(out));
+  switch (kernel_layout(prob)) {
+    case Layout::ChannelsLast: backward_with<BackwardNhwc>(prob, t, wt, out, parts); break;
+    case Layout::Contiguous: backward_with<BackwardNchw>(prob, t, wt, out, parts); break;
+  }
+}
+
 Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
                      const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
                      const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation,
@@ -226,13 +253,59 @@ Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const 
     return out;
   }
   if (!t.want[0] && !t.want[1] && !t.want[2]) return out;
-  if (t.want[0]) advise_output(std::get<0>(out));
-  const at::ScalarType wt = param_dtype(input, w, b);
-  switch (kernel_layout(prob)) {
-    case Layout::ChannelsLast: backward_with<BackwardNhwc>(prob, t, wt, out); break;
-    case Layout::Contiguous: backward_with<BackwardNchw>(prob, t, wt, out); break;
-  }
+  run_backward(prob, t, param_dtype(input, w, b), out, BackwardParts{});
   return out;
+}
+
+// Split op of the sharded backward: this shard's group sums and dweight / dbias contributions.
+Outputs backward_sums_cpu(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                          const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, /*allow_empty_spatial=*/true);
+  check_stats(residual, "residual", input, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  Outputs out = allocate_backward_sums(input, num_groups, w, b);
+  if (prob.N == 0 || prob.HxW == 0) {  // nothing of the groups here: zero sums
+    for (at::Tensor* o : {&std::get<0>(out), &std::get<1>(out), &std::get<2>(out)}) o->zero_();
+    return out;
+  }
+  const at::Tensor r = residual.contiguous();
+  const BackwardTensors t{to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
+                          rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b),
+                          {false, w != nullptr, b != nullptr}};
+  BackwardParts parts;
+  parts.r_in = &r;
+  parts.group_out = &std::get<0>(out);
+  run_backward(prob, t, param_dtype(input, w, b), out, parts);
+  return out;
+}
+
+// Split op of the sharded backward: dx of this shard from the group sums over all shards.
+at::Tensor backward_dx_cpu(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                           const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias, const at::Tensor& group_sums, int64_t count,
+                           int64_t num_groups, c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, /*allow_empty_spatial=*/true);
+  check_stats(residual, "residual", input, num_groups);
+  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
+  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  const Problem prob = make_problem(input, num_groups, activation);
+  const BackwardTensors t{to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
+                          rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b),
+                          {true, false, false}};
+  Outputs out{empty_in_layout(t.x, prob.layout, input.scalar_type()), at::Tensor(), at::Tensor()};
+  if (input.numel() == 0) return std::get<0>(out);
+  const at::Tensor r = residual.contiguous(), sums = group_sums.contiguous();
+  BackwardParts parts;
+  parts.r_in = &r;
+  parts.group_in = &sums;
+  parts.M_total = count;
+  run_backward(prob, t, param_dtype(input, w, b), out, parts);
+  return std::get<0>(out);
 }
 
 }  // namespace
@@ -244,4 +317,6 @@ TORCH_LIBRARY_IMPL(groupnorm_cuda, CPU, m) {
   m.impl("backward", &groupnorm_cuda::cpu::backward_cpu);
   m.impl("stats", &groupnorm_cuda::cpu::stats_cpu);
   m.impl("apply", &groupnorm_cuda::cpu::apply_cpu);
+  m.impl("backward_sums", &groupnorm_cuda::cpu::backward_sums_cpu);
+  m.impl("backward_dx", &groupnorm_cuda::cpu::backward_dx_cpu);
 }

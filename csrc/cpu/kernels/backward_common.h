@@ -28,20 +28,28 @@ struct GroupCoef {
   A c3 = 0;
 };
 
+// What a group's channels reduce to: r, and Asum = sum_c w_c * rho * (bs_c - r * a_c),
+// Bsum = sum_c w_c * a_c. Sums over disjoint parts of a group (shards) add up.
+template <typename A>
+struct GroupSums {
+  A r = 0, Asum = 0, Bsum = 0;
+};
+
 // Given per-channel sums of one group (D channels of sample n, as three arrays a, bs, e),
-// writes the dweight/dbias partials and returns the dx coefficients. wv: the weight in the
-// accumulation type (params_acc). Vector loops over the channels.
+// writes the dweight/dbias partials and returns the group's sums. wv: the weight in the
+// accumulation type (params_acc). r_given: the residual of the saved mean when the caller knows
+// it (a shard's sums: sharded backward), else sum(e) / M. Vector loops over the channels.
 template <typename T, typename W>
-GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
-                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv) {
+GroupSums<acc_t<T>> reduce_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
+                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv,
+                                 const acc_t<T>* r_given) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   const auto& s = a.s;
   const int64_t D = s.D();
-  const A M = static_cast<A>(s.M());
   const A rho = a.rstd[n * s.G + g];
-  GroupCoef<A> gc;
-  gc.r = sum_vec(se, D) / M;
+  GroupSums<A> gs;
+  gs.r = r_given ? *r_given : sum_vec(se, D) / static_cast<A>(s.M());
   const A* w = wv + g * D;
   A* dw = a.dw_part ? a.dw_part + n * s.C + g * D : nullptr;
   A* db = a.db_part ? a.db_part + n * s.C + g * D : nullptr;
@@ -50,7 +58,7 @@ GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
   walk<A>(
       D, nullptr,
       [&](int64_t d, const V& va, const V& vb) {
-        const V dyxhat = V(rho) * (vb - V(gc.r) * va);
+        const V dyxhat = V(rho) * (vb - V(gs.r) * va);
         const V vw = V::loadu(w + d);
         vA = at::vec::fmadd(vw, dyxhat, vA);
         vB = at::vec::fmadd(vw, va, vB);
@@ -58,7 +66,7 @@ GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
         if (db) va.store(db + d);
       },
       [&](int64_t d, A va, A vb) {
-        const A dyxhat = rho * (vb - gc.r * va);
+        const A dyxhat = rho * (vb - gs.r * va);
         Asum += w[d] * dyxhat;
         Bsum += w[d] * va;
         if (dw) dw[d] = dyxhat;
@@ -69,9 +77,39 @@ GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
     Asum += hsum(vA);
     Bsum += hsum(vB);
   }
-  gc.c2 = -rho * rho * Asum / M;
-  gc.c3 = rho * (gc.r * rho * Asum - Bsum) / M;
+  gs.Asum = Asum;
+  gs.Bsum = Bsum;
+  return gs;
+}
+
+// dx coefficients of a group from its sums over all M elements (M: the whole group's count,
+// over every shard).
+template <typename A>
+inline GroupCoef<A> group_coef(A rho, const GroupSums<A>& gs, int64_t M_count) {
+  const A M = static_cast<A>(M_count);
+  GroupCoef<A> gc;
+  gc.r = gs.r;
+  gc.c2 = -rho * rho * gs.Asum / M;
+  gc.c3 = rho * (gc.r * rho * gs.Asum - gs.Bsum) / M;
   return gc;
+}
+
+// The dx coefficients of group (n, g), as the split ops ask (BwdArgs): from the sums given for
+// the whole sharded group (group_in), else from this call's per-channel sums (written to
+// group_out when asked).
+template <typename T, typename W>
+GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
+                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv) {
+  using A = acc_t<T>;
+  const int64_t u = n * a.s.G + g;
+  const A rho = a.rstd[u];
+  if (a.group_in) return group_coef(rho, GroupSums<A>{a.r_in[u], a.group_in[2 * u], a.group_in[2 * u + 1]}, a.M_total);
+  const GroupSums<A> gs = reduce_group(a, n, g, sa, sb, se, wv, a.r_in ? a.r_in + u : nullptr);
+  if (a.group_out) {
+    a.group_out[2 * u] = gs.Asum;
+    a.group_out[2 * u + 1] = gs.Bsum;
+  }
+  return group_coef(rho, gs, a.s.M());
 }
 
 template <typename T, typename W>

@@ -148,8 +148,8 @@ class BackwardNchw {
         pieces_(whole_ ? (D_ + cpp_ - 1) / cpp_ : D_ * ppc_),
         sched_(make_schedule(units_, pieces_, 2 * M_ * static_cast<int64_t>(sizeof(T)))),
         direct_(whole_ || sched_.fused),
-        pre_in_unit_(silu_ && sched_.fused),
-        keep_g_(pre_in_unit_ && a.dx && M_ * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes),
+        pre_in_unit_(silu_ && sched_.fused && !a.r_in),
+        keep_g_(pre_in_unit_ && a.dx && !a.group_in && M_ * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes),
         next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= kNextUnitBytes),
         partial_(direct_ ? 0 : pieces_),
         sums_(units_ * D_),
@@ -158,13 +158,17 @@ class BackwardNchw {
         coef_(units_),
         wv_(params_acc(a.w, a.s.C, A(1))) {}
 
+  // The fused backward, or a part of it for the split ops (params.h): with r_in no SiLU
+  // pre-pass (z takes the given r); with group_in no reduction (dx from the given sums).
   void run() {
-    if (silu_ && !pre_in_unit_)
+    if (a_.r_in)
+      std::copy(a_.r_in, a_.r_in + (silu_ ? units_ : 0), r_silu_.begin());
+    else if (silu_ && !pre_in_unit_)
       run_schedule(
           sched_, [this](int64_t u, int64_t p) { stats_into(esums_, true, u, p); },
           [this](int64_t u) { pre_finish(u); }, [](int64_t, int64_t) {});
     run_schedule(
-        sched_, [this](int64_t u, int64_t p) { stats(u, p); }, [this](int64_t u) { finish(u); },
+        sched_, [this](int64_t u, int64_t p) { if (!a_.group_in) stats(u, p); }, [this](int64_t u) { finish(u); },
         [this](int64_t u, int64_t p) { apply(u, p); });
   }
 
@@ -238,6 +242,10 @@ class BackwardNchw {
   // With SiLU the e sums equal the pre-pass ones bit for bit, and finish_group sums them as
   // pre_finish did, so coef_[u].r == r_silu_[u].
   void finish(int64_t u) {
+    if (a_.group_in) {
+      coef_[u] = finish_group(a_, u / a_.s.G, u % a_.s.G, nullptr, nullptr, nullptr, wv_.data());
+      return;
+    }
     merge(sums_, u);
     A* soa = scratch_.get(3 * D_);
     for (int64_t d = 0; d < D_; ++d) {

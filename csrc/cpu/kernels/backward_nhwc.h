@@ -60,11 +60,12 @@ class BackwardNhwc {
     A* ch = chans_.slot(sched_.fused);
     A* mu = ch + kMu * C_;
     for (int64_t g = 0; g < G_; ++g) std::fill(mu + g * D_, mu + (g + 1) * D_, a_.mean[n * G_ + g]);
+    // the split ops (params.h): r_in replaces the SiLU pre-pass, group_in the reduction
     if (silu_) {
-      sums_pass(n, 0, ch);
+      if (!a_.r_in) sums_pass(n, 0, ch);
       set_z(n, ch);
     }
-    sums_pass(n, 1, ch);
+    if (!a_.group_in) sums_pass(n, 1, ch);
     finish(n, ch);
     if (sched_.fused) {
       for (int64_t p = 0; p < pieces_; ++p) apply(n, p, ch);
@@ -134,10 +135,10 @@ class BackwardNhwc {
     }
   }
 
-  // SiLU: z = u * zs + zb per channel, from each group's r = sum(u) / M of the pre-pass.
+  // SiLU: z = u * zs + zb per channel, from each group's r = sum(u) / M of the pre-pass (or r_in).
   void set_z(int64_t n, A* ch) const {
     for (int64_t g = 0; g < G_; ++g) {
-      const A r = sum_vec(ch + 2 * C_ + g * D_, D_) / static_cast<A>(a_.s.M());
+      const A r = a_.r_in ? a_.r_in[n * G_ + g] : sum_vec(ch + 2 * C_ + g * D_, D_) / static_cast<A>(a_.s.M());
       for (int64_t d = 0; d < D_; ++d) {
         const ZCoef<A> z = z_coef(a_, n, g * D_ + d, r);
         ch[kZs * C_ + g * D_ + d] = z.zs;

@@ -41,6 +41,11 @@ struct BwdArgs {
   acc_t<T>* dw_part;  // (N, C) per-sample sum(dy' * xhat), nullable
   acc_t<T>* db_part;  // (N, C) per-sample sum(dy'), nullable
   Problem s;  // sizes, layout, activation
+  // The split backward (a shard of a sharded group; all null for the fused backward):
+  const acc_t<T>* r_in = nullptr;      // (N, G) the saved mean's residual (no SiLU pre-pass, no sum(e))
+  acc_t<T>* group_out = nullptr;       // (N, G, 2) this shard's [Asum, Bsum] (backward_common.h)
+  const acc_t<T>* group_in = nullptr;  // (N, G, 2) [Asum, Bsum] over all shards: dx only, no reduction
+  int64_t M_total = 0;                 // with group_in: a group's elements over all shards
 };
 
 }  // namespace
