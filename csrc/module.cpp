@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/checks.h"
+#include "cpu/tuning.h"
 #include "cuda/launch_plan.h"
 
 namespace {
@@ -68,6 +69,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "check_activation", [](const std::string& name) { (void)groupnorm_cuda::parse_activation(name); },
       "Raises ValueError unless name is an activation the ops accept", py::arg("name"));
+  m.def("cpu_tuning", &groupnorm_cuda::cpu::tuning_report,
+        "The cache sizes, huge-page policy and thread count the CPU kernels derive their tuning from");
+  m.def("set_cpu_huge_pages", &groupnorm_cuda::cpu::set_huge_pages, py::arg("on"),
+        "Huge pages for fresh CPU outputs on / off (where the machine gives them; for A/B measurements)");
   m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels for an input (pure host function)",
         py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"));
 }

@@ -30,6 +30,7 @@
 #include "cpu/kernels/forward_nchw.h"
 #include "cpu/kernels/forward_nhwc.h"
 #include "cpu/kernels/machine.h"
+#include "cpu/tuning.h"
 
 namespace groupnorm_cuda {
 namespace cpu {
@@ -309,6 +310,20 @@ at::Tensor backward_dx_cpu(const at::Tensor& grad_out, const at::Tensor& input, 
 }
 
 }  // namespace
+
+std::map<std::string, int64_t> tuning_report() {
+  const MachineInfo& m = machine();
+  return {{"l1d_bytes", m.l1d},
+          {"l2_bytes_per_core", m.l2},
+          {"llc_bytes", m.llc},
+          {"huge_page_bytes", m.huge_page},
+          {"thp_madvise", m.thp_madvise},
+          {"huge_pages_for_outputs", huge_pages_on().load()},
+          {"threads", at::get_num_threads()}};
+}
+
+void set_huge_pages(bool on) { huge_pages_on().store(on && machine().huge_page > 0 && machine().thp_madvise); }
+
 }  // namespace cpu
 }  // namespace groupnorm_cuda
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -85,9 +86,7 @@ inline MachineInfo read_machine_info() {
       m.llc = size;
     }
   }
-  const char* env = std::getenv("GROUPNORM_CPU_HUGE_PAGES");  // "0": never ask for huge pages
-  const bool allowed = !(env && env[0] == '0');
-  if (allowed && read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf)) {
+  if (read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf)) {
     m.thp_madvise = std::strstr(buf, "[madvise]") != nullptr;
     if (m.thp_madvise || std::strstr(buf, "[always]")) {
       m.huge_page = read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf, sizeof buf)
@@ -103,6 +102,16 @@ inline const MachineInfo& machine() {
   return info;
 }
 
+// Huge pages for fresh outputs: on where the machine gives them on request, unless the
+// environment says GROUPNORM_CPU_HUGE_PAGES=0; set_cpu_huge_pages() switches it (A/B runs).
+inline std::atomic<bool>& huge_pages_on() {
+  static std::atomic<bool> on{[] {
+    const char* env = std::getenv("GROUPNORM_CPU_HUGE_PAGES");
+    return machine().thp_madvise && machine().huge_page > 0 && !(env && env[0] == '0');
+  }()};
+  return on;
+}
+
 // A fresh output of `bytes` at `p`, not yet written: asks for it to be backed by huge pages
 // (the 2 MiB-aligned part of it), when the kernel gives them on request only ("madvise"). Large
 // tensors come from mmap and are faulted in page by page on their first write; on the VMs
@@ -114,7 +123,7 @@ inline const MachineInfo& machine() {
 inline void advise_huge_pages(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const MachineInfo& m = machine();
-  if (!m.thp_madvise || m.huge_page <= 0 || bytes < 2 * m.huge_page) return;
+  if (!huge_pages_on().load(std::memory_order_relaxed) || bytes < 2 * m.huge_page) return;
   const uintptr_t hp = static_cast<uintptr_t>(m.huge_page);
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + hp - 1) & ~(hp - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(hp - 1);
