@@ -149,8 +149,8 @@ class BackwardNchw {
         sched_(make_schedule(units_, pieces_, 2 * M_ * static_cast<int64_t>(sizeof(T)))),
         direct_(whole_ || sched_.fused),
         pre_in_unit_(silu_ && sched_.fused && !a.r_in),
-        keep_g_(pre_in_unit_ && a.dx && !a.group_in && M_ * static_cast<int64_t>(sizeof(A)) <= kKeepGradBytes),
-        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= kNextUnitBytes),
+        keep_g_(pre_in_unit_ && a.dx && !a.group_in && M_ * static_cast<int64_t>(sizeof(A)) <= keep_grad_bytes()),
+        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= next_unit_bytes()),
         partial_(direct_ ? 0 : pieces_),
         sums_(units_ * D_),
         esums_(silu_ ? units_ * D_ : 0),
@@ -295,7 +295,7 @@ class BackwardNchw {
   const bool direct_;
   // SiLU, fused schedule (one thread runs a whole unit): the r pre-pass runs per unit just
   // before its reduction, while the unit is cache-hot, and when the unit's dy' is at most
-  // kKeepGradBytes the reduction keeps it (per-thread scratch) for the dx pass instead of
+  // keep_grad_bytes() the reduction keeps it (per-thread scratch) for the dx pass instead of
   // evaluating the sigmoid a second time.
   const bool pre_in_unit_, keep_g_;
   // Fused, small units: the dx pass of a unit prefetches the same range of the next unit's x

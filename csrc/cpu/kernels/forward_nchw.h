@@ -47,7 +47,7 @@ class ForwardNchw {
         units_(a.s.N * a.s.G),
         pieces_((M_ + kPieceElems - 1) / kPieceElems),
         sched_(make_schedule(units_, pieces_, M_ * static_cast<int64_t>(sizeof(T)))),
-        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= kNextUnitBytes),
+        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= next_unit_bytes()),
         partial_(sched_.fused ? 0 : pieces_),
         unit_moments_(units_),
         shift_(units_) {}

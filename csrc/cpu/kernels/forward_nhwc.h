@@ -83,14 +83,14 @@ class ForwardNhwc {
   // number of rows), walked together, into out[k][0..G): a per-channel Welford update per row on
   // the shifted data (every channel has seen the same number of rows, so the update weight 1/k
   // is a scalar), then the D channels of a group (equal counts) are merged. The rows go in
-  // blocks of about kStatBlockBytes over all streams, which welford_streams walks either once
+  // blocks of about stat_block_bytes() over all streams, which welford_streams walks either once
   // per channel tile (re-reads from L1) with the tile's running mean and M2 in registers, or
   // row by row with them in L1. The result of a piece is the same whether it went alone or with
   // others, and whichever walk it got.
   template <int kS>
   void pieces_moments(int64_t n, const int64_t* ps, Moments<A>* const* out) {
     const int64_t r0 = ps[0] * rows_per_piece_, seen = std::min(HxW_, r0 + rows_per_piece_) - r0;
-    const int64_t block_rows = std::max<int64_t>(1, kStatBlockBytes / (kS * C_ * static_cast<int64_t>(sizeof(T))));
+    const int64_t block_rows = std::max<int64_t>(1, stat_block_bytes() / (kS * C_ * static_cast<int64_t>(sizeof(T))));
     const T* xs = a_.x + n * HxW_ * C_;
     A* sh = scratch_.get((1 + 2 * kS) * C_);
     fill_shift(xs, sh);

@@ -22,19 +22,33 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cpu/kernels/machine.h"
+
 namespace groupnorm_cuda {
 namespace cpu {
 namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
 
+// Fixed, the same on every machine: they decide which values are summed together, and so the
+// output bits (the same bits on every machine and thread count).
 constexpr int64_t kPieceElems = 16384;         // elements per piece (a multiple of every vector width)
 constexpr int64_t kRowPieceElems = 65536;      // NHWC forward: elements per piece (whole rows)
 constexpr int64_t kMaxWelfordRows = 4096;       // NHWC forward: rows per piece from kRowPieceElems, at most
-constexpr int64_t kFusedUnitBytes = 512 << 10;  // a unit this small stays in a core's L2
-constexpr int64_t kFusedL3Bytes = 24 << 20;     // units in flight at once that stay in L3
-constexpr int64_t kKeepGradBytes = 1 << 20;     // SiLU backward: a unit's dy' kept for the dx pass
-constexpr int64_t kStatBlockBytes = 16384;      // NHWC statistics: rows walked per channel tile at a time
-constexpr int64_t kNextUnitBytes = 64 << 10;    // NCHW fused: a unit this small prefetches the next one
 constexpr int kStreams = 4;                     // NHWC forward: pieces one thread walks together
+
+// From the caches this machine reports (machine.h), read once per process; they change where
+// data waits between passes and what is prefetched, never a result bit (csrc/README.md, "CPU
+// tuning"). In brackets: the value on the machines measured (2-core VMs: Intel, L2 2 MiB / core,
+// L3 480 MiB, L1d taken as 48 KiB; AMD EPYC, L1d 32 KiB, L2 1 MiB / core, L3 32 MiB).
+// A unit this small stays in a core's L2 with its output streaming past [512 KiB / 256 KiB].
+inline int64_t fused_unit_bytes() { return machine().l2 / 4; }
+// Units in flight at once (one per thread) that stay in the last-level cache [360 / 24 MiB].
+inline int64_t fused_llc_bytes() { return machine().llc / 4 * 3; }
+// SiLU backward: a unit's dy' kept (per-thread scratch) for the dx pass [1 MiB / 512 KiB].
+inline int64_t keep_grad_bytes() { return machine().l2 / 2; }
+// NHWC statistics: rows walked per channel tile at a time, held in L1 [24 / 16 KiB].
+inline int64_t stat_block_bytes() { return machine().l1d / 2; }
+// NCHW fused: a unit this small prefetches the next one into L1/L2 [96 / 64 KiB].
+inline int64_t next_unit_bytes() { return machine().l1d * 2; }
 
 struct Schedule {
   int64_t units = 0;
@@ -58,8 +72,8 @@ inline Schedule make_schedule(int64_t units, int64_t pieces_per_unit, int64_t un
   // fp32 channels-last with 3.2 MiB samples, interleaved in one process: forward fused 5-7%
   // faster from DRAM, 5% slower when the same input stays in L3; 30% faster with huge pages
   // (THP_MEM_ALLOC_ENABLE=1); backward 10-20% faster.
-  s.fused = pieces_per_unit <= 1 || (unit_bytes <= kFusedUnitBytes && units >= 2 * threads) ||
-            (units % threads == 0 && unit_bytes * threads <= kFusedL3Bytes);
+  s.fused = pieces_per_unit <= 1 || (unit_bytes <= fused_unit_bytes() && units >= 2 * threads) ||
+            (units % threads == 0 && unit_bytes * threads <= fused_llc_bytes());
   return s;
 }
 
