@@ -17,7 +17,7 @@ collective. Pass ``validate=False`` to save that round trip once a pipeline is k
 consistent.
 
 The same split ops normalize a tensor that is processed in chunks on one device
-(:func:`group_norm_chunks`).
+(:func:`group_norm_chunks`, differentiable too).
 
 Backward: every rank computes its shard's share of the reductions (per (sample, group) two
 sums, and its dweight / dbias contributions), the ranks exchange them in ONE all-gather of
@@ -48,27 +48,93 @@ _DTYPES = {torch.float32: 1, torch.float64: 2, torch.float16: 3, torch.bfloat16:
 _ACTS = {"none": 0, "silu": 1}
 
 
-def _no_grad_needed(what: str, *tensors: Optional[torch.Tensor]) -> None:
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        raise NotImplementedError(
-            f"groupnorm_cuda.distributed.{what}: the backward of the sharded GroupNorm is not implemented "
-            "yet; run it under torch.no_grad() / torch.inference_mode(), or detach the input and parameters")
+def _residual(merged: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The saved mean's rounding error, from the merged (float64) mean: what the fused backward
+    measures from the data, here without a second pass or a second exchange."""
+    return ((merged[..., 1] + merged[..., 2]) - mean.double()).to(mean.dtype)
+
+
+def _count(merged: torch.Tensor) -> int:
+    """Elements of one group over all parts (the same for every (n, group))."""
+    return int(merged[0, 0, 0].item()) if merged.shape[0] > 0 else 0
+
+
+def _part_sums(dy, x, mean, rstd, residual, w, b, G, act) -> torch.Tensor:
+    """One part's (shard's, chunk's) backward sums as one float64 vector: group sums (N*G*2),
+    then its dweight and dbias contributions (C each, when the parameter exists)."""
+    sums, dwp, dbp = _ops.backward_sums(dy, x, mean, rstd, residual, w, b, G, act)
+    return torch.cat([sums.reshape(-1), dwp, dbp]).double()
+
+
+def _finish_backward(parts: torch.Tensor, parts_x, dys, mean, rstd, residual, w, b, G, act, count, needs):
+    """Adds the parts' sums in part order (float64: the same bits wherever it runs) and returns
+    (dx of each part, dweight, dbias), each None where not needed."""
+    total = parts[0].clone()
+    for r in range(1, parts.shape[0]):
+        total += parts[r]
+    N, C = mean.shape[0], parts_x[0].shape[1]
+    n_sums = N * G * 2
+    group_sums = total[:n_sums].view(N, G, 2).to(mean.dtype)
+    dxs = []
+    for x, dy in zip(parts_x, dys):
+        if not needs[0]:
+            dxs.append(None)
+        elif count > 0:
+            dxs.append(_ops.backward_dx(dy, x, mean, rstd, residual, w, b, group_sums, count, G, act))
+        else:
+            dxs.append(torch.zeros_like(x))
+    dw = db = None
+    offset = n_sums
+    if w is not None:
+        dw = total[offset:offset + C].to(w.dtype) if needs[1] else None
+        offset += C
+    if b is not None and needs[2]:
+        db = total[offset:offset + C].to(b.dtype)
+    return dxs, dw, db
 
 
 def group_norm_chunks(chunks: Sequence[torch.Tensor], num_groups: int, weight: Optional[torch.Tensor] = None,
                       bias: Optional[torch.Tensor] = None, eps: float = 1e-5,
                       activation: Optional[str] = None) -> List[torch.Tensor]:
-    """F.group_norm of the concatenation of ``chunks`` along any spatial dimension, returned as
-    one output per chunk (so the whole tensor never has to exist at once): each chunk's moments,
-    merged in chunk order, then each chunk normalized. The chunks must agree in every dimension
-    but the one they split; a chunk may be empty. Each chunk is read twice (statistics, then
-    normalization)."""
-    _no_grad_needed("group_norm_chunks", weight, bias, *chunks)
+    """F.group_norm (then ``activation``) of the concatenation of ``chunks`` along any spatial
+    dimension, returned as one output per chunk (so the whole output never has to exist at
+    once): each chunk's moments, merged in chunk order, then each chunk normalized. The chunks
+    must agree in every dimension but the one they split; a chunk may be empty. Each chunk is
+    read twice (statistics, then normalization). Differentiable: the backward adds the chunks'
+    sums (``backward_sums``) in chunk order, then computes each chunk's dx."""
     if not chunks:
         raise ValueError("group_norm_chunks: expected at least one chunk")
     act = _activation_name(activation)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (weight, bias, *chunks)):
+        return list(_ChunksFunction.apply(num_groups, eps, act, weight, bias, *chunks))
+    return _chunks_forward(chunks, num_groups, weight, bias, eps, act)[0]
+
+
+def _chunks_forward(chunks, num_groups, weight, bias, eps, act):
     merged = _ops.merge_moments(torch.stack([_ops.stats(c, num_groups) for c in chunks]))
-    return [_ops.apply(c, merged, weight, bias, num_groups, eps, act)[0] for c in chunks]
+    outs = [_ops.apply(c, merged, weight, bias, num_groups, eps, act) for c in chunks]
+    return [o[0] for o in outs], merged, outs[0][1], outs[0][2]
+
+
+class _ChunksFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, num_groups, eps, act, weight, bias, *chunks):
+        ys, merged, mean, rstd = _chunks_forward(chunks, num_groups, weight, bias, eps, act)
+        ctx.save_for_backward(weight, bias, mean, rstd, _residual(merged, mean), *chunks)
+        ctx.count, ctx.args = _count(merged), (num_groups, act)
+        return tuple(ys)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *dys):
+        w, b, mean, rstd, residual, *chunks = ctx.saved_tensors
+        G, act = ctx.args
+        dys = [torch.zeros_like(c) if dy is None else dy for c, dy in zip(chunks, dys)]
+        parts = torch.stack([_part_sums(dy, c, mean, rstd, residual, w, b, G, act) for c, dy in zip(chunks, dys)])
+        needs = (any(ctx.needs_input_grad[5:]), ctx.needs_input_grad[3], ctx.needs_input_grad[4])
+        dxs, dw, db = _finish_backward(parts, chunks, dys, mean, rstd, residual, w, b, G, act, ctx.count, needs)
+        dxs = [dx if need else None for dx, need in zip(dxs, ctx.needs_input_grad[5:])]
+        return (None, None, None, dw, db, *dxs)
 
 
 def _eps_bits(eps: float) -> int:
@@ -154,12 +220,8 @@ class _ShardedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias, num_groups, eps, act, group, dim, validate):
         y, merged, mean, rstd = _sharded_forward(input, num_groups, weight, bias, eps, act, group, dim, validate)
-        # the saved mean's rounding error, from the merged (float64) mean: what the fused
-        # backward measures from the data, without a second pass or a second exchange
-        residual = ((merged[..., 1] + merged[..., 2]) - mean.double()).to(mean.dtype)
-        ctx.save_for_backward(input, weight, bias, mean, rstd, residual)
-        ctx.count = int(merged[0, 0, 0].item()) if merged.shape[0] > 0 else 0
-        ctx.args = (num_groups, act, group)
+        ctx.save_for_backward(input, weight, bias, mean, rstd, _residual(merged, mean))
+        ctx.count, ctx.args = _count(merged), (num_groups, act, group)
         return y
 
     @staticmethod
@@ -167,25 +229,11 @@ class _ShardedFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, w, b, mean, rstd, residual = ctx.saved_tensors
         G, act, group = ctx.args
-        sums, dwp, dbp = _ops.backward_sums(dy, x, mean, rstd, residual, w, b, G, act)
-        parts = _all_gather(torch.cat([sums.reshape(-1), dwp, dbp]).double(), group)
-        total = parts[0].clone()
-        for r in range(1, parts.shape[0]):  # rank order: the same bits on every rank
-            total += parts[r]
-        n_sums, C = sums.numel(), x.shape[1]
-        dx = dw = db = None
-        if ctx.needs_input_grad[0] and ctx.count > 0:
-            group_sums = total[:n_sums].view(sums.shape).to(sums.dtype)
-            dx = _ops.backward_dx(dy, x, mean, rstd, residual, w, b, group_sums, ctx.count, G, act)
-        elif ctx.needs_input_grad[0]:
-            dx = torch.zeros_like(x)
-        offset = n_sums
-        if w is not None:
-            dw = total[offset:offset + C].to(w.dtype) if ctx.needs_input_grad[1] else None
-            offset += C
-        if b is not None and ctx.needs_input_grad[2]:
-            db = total[offset:offset + C].to(b.dtype)
-        return dx, dw, db, None, None, None, None, None, None
+        # one all-gather; every rank adds the ranks' sums in rank order (the same bits everywhere)
+        parts = _all_gather(_part_sums(dy, x, mean, rstd, residual, w, b, G, act), group)
+        dxs, dw, db = _finish_backward(parts, [x], [dy], mean, rstd, residual, w, b, G, act, ctx.count,
+                                       ctx.needs_input_grad[:3])
+        return dxs[0], dw, db, None, None, None, None, None, None
 
 
 class ShardedGroupNorm(GroupNorm):

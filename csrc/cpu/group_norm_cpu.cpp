@@ -62,6 +62,7 @@ FwdArgs<T, W> forward_args(const Problem& prob, const at::Tensor& x, const at::T
                   eps};
   a.moments_in = parts.moments_in ? parts.moments_in->const_data_ptr<double>() : nullptr;
   a.moments_out = parts.moments_out ? parts.moments_out->mutable_data_ptr<double>() : nullptr;
+  a.normalize = parts.normalize;
   return a;
 }
 

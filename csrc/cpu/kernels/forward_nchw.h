@@ -53,11 +53,11 @@ class ForwardNchw {
         shift_(units_) {}
 
   // The fused forward; the split ops (params.h) run a part: the statistics pass unless
-  // moments_in is given, the normalization pass unless y is null.
+  // moments_in is given, the normalization pass unless normalize is false.
   void run() {
     run_schedule(
         sched_, [this](int64_t u, int64_t p) { if (!a_.moments_in) stats(u, p); }, [this](int64_t u) { finish(u); },
-        [this](int64_t u, int64_t p) { if (a_.y) apply(u, p); });
+        [this](int64_t u, int64_t p) { if (a_.normalize) apply(u, p); });
   }
 
  private:
@@ -94,7 +94,7 @@ class ForwardNchw {
     }
     const Moments<A>& m = unit_moments_[u];
     if (a_.moments_out) store_moments(a_.moments_out + 4 * u, shift_[u], m);
-    if (a_.y) {
+    if (a_.normalize) {
       a_.mean[u] = shift_[u] + m.mean;
       a_.rstd[u] = rstd_from(m, a_.eps);
     }

@@ -54,12 +54,12 @@ class ForwardNhwc {
   }
 
   // The fused forward; the split ops (params.h) run a part: the statistics pass unless
-  // moments_in is given, the normalization pass unless y is null.
+  // moments_in is given, the normalization pass unless normalize is false.
   void run() {
     run_schedule_ranges(
         sched_, [this](int64_t n, int64_t p0, int64_t p1) { if (!a_.moments_in) stats(n, p0, p1); },
         [this](int64_t n) { finish(n); },
-        [this](int64_t n, int64_t p0, int64_t p1) { if (a_.y) apply(n, p0, p1); });
+        [this](int64_t n, int64_t p0, int64_t p1) { if (a_.normalize) apply(n, p0, p1); });
   }
 
  private:
@@ -162,7 +162,7 @@ class ForwardNhwc {
         shifts[g] = HxW_ > 0 ? static_cast<A>(xs[g * D_]) : A(0);
       if (a_.moments_out) store_moments(a_.moments_out + 4 * (n * G_ + g), shifts[g], row[g]);
     }
-    if (!a_.y) return;
+    if (!a_.normalize) return;
     A* ch = chans_.slot(sched_.fused);
     A *sh = ch, *sc = ch + C_, *bb = ch + 2 * C_;
     for (int64_t g = 0; g < G_; ++g) {

@@ -12,20 +12,22 @@ namespace cpu {
 namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
 
 // One struct for the fused forward and the split ops: moments_in set = take the statistics
-// from it (apply: no statistics pass); y null = no normalization pass (stats); moments_out set
-// = write the statistics there ((N, G, 4) float64, moments.h store_moments).
+// from it (apply: no statistics pass); normalize false = no normalization pass and no y, mean,
+// rstd (stats); moments_out set = write the statistics there ((N, G, 4) float64, moments.h
+// store_moments). (Not y == nullptr as the flag: an empty shard's y has no data pointer.)
 template <typename T, typename W>
 struct FwdArgs {
   const T* x;
   const W* w;  // nullable
   const W* b;  // nullable
-  T* y;        // nullable: statistics only
-  acc_t<T>* mean;  // nullable with y
-  acc_t<T>* rstd;  // nullable with y
+  T* y;            // null when not normalizing (or empty)
+  acc_t<T>* mean;  // null when not normalizing
+  acc_t<T>* rstd;  // null when not normalizing
   Problem s;  // sizes, layout, activation
   double eps;
   double* moments_out = nullptr;
   const double* moments_in = nullptr;
+  bool normalize = true;
 };
 
 // Per channel of a unit the backward reduces a = sum(dy'), bs = sum(dy' * u), e = sum(u), u = x - mean.
