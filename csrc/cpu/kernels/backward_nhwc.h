@@ -47,7 +47,7 @@ class BackwardNhwc {
   // (slot 0 holds the unit's per-channel arrays).
   void run() {
     if (sched_.fused) {
-      at::parallel_for(0, a_.s.N, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, a_.s.N, sched_.grain, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) unit(n);
       });
     } else {
