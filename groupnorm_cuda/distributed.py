@@ -23,10 +23,12 @@ Backward: every rank computes its shard's share of the reductions (per (sample, 
 sums, and its dweight / dbias contributions), the ranks exchange them in ONE all-gather of
 2 * N * G + 2 * C values, every rank adds them up in rank order, and computes its shard's dx.
 The weight and bias gradients are the FULL gradients (the whole tensor's), the same bits on
-every rank. With DistributedDataParallel over the same ranks (replicated parameters) that is
-the gradient DDP would otherwise assemble: DDP then averages identical gradients, so scale
-the loss (or use a process group for DDP that does not include the patch-parallel ranks).
-Double backward is not supported.
+every rank, while a per-shard layer (a convolution) only has its shard's share. Summing the
+other layers' gradients over the patch-parallel ranks (all_reduce SUM) then gives every
+parameter the whole tensor's gradient. DistributedDataParallel over those ranks AVERAGES
+instead: it divides the per-shard layers' sums by the world size but leaves these (identical)
+GroupNorm gradients whole, so divide them by the world size too (a hook on weight and bias), or
+keep the patch-parallel ranks out of DDP's process group. Double backward is not supported.
 """
 from __future__ import annotations
 
