@@ -21,7 +21,6 @@
 namespace groupnorm_cuda {
 namespace {
 
-
 // Field f of (..., 4) moments.
 at::Tensor field(const at::Tensor& m, int64_t f) { return m.select(-1, f); }
 
