@@ -18,11 +18,12 @@ Models (sizes per device; every size is a flag):
 Before timing, every variant's output (and, for forward+backward, the input gradient) is
 compared with the original model's; a mismatch makes the run exit with status 1.
 
-Where the time goes: one profiled iteration per variant and pass (torch.profiler, after the
-timing) gives the share of operator time spent in GroupNorm (ATen's native_group_norm[_backward]
-or groupnorm_cuda's forward/backward, outermost calls only, inclusive of what they call) and in
-SiLU (aten::silu[_backward]), over the time of all outermost operators (CPU), or over all
-kernel time (CUDA). The profiler attributes time per operator without changing the model
+Where the time goes: profiled iterations per variant and pass (torch.profiler, after the
+timing; 1 to 5 iterations, about 4 s) give the milliseconds per iteration and the share of
+operator time spent in GroupNorm (ATen's native_group_norm[_backward] or groupnorm_cuda's
+forward / backward, outermost calls only, inclusive of what they call) and in SiLU
+(aten::silu[_backward]), over the time of all outermost operators (CPU), or over all kernel
+time (CUDA). The profiler attributes time per operator without changing the model
 (replacing the norms by nn.Identity instead would change the values that flow on, and with
 them the cost of data-dependent steps, and would also drop the SiLU fused into a norm); its
 per-operator overhead inflates the total a little on small models, so the speed-ups are from
@@ -30,7 +31,7 @@ the unprofiled timing.
 
 Usage (from the repository root, with the extension built and the `models` extra installed):
     python benchmarks/bench_models.py --quick                 # ~3 minutes on 2 CPU cores
-    python benchmarks/bench_models.py                         # default sizes, ~10 minutes on 2 cores
+    python benchmarks/bench_models.py                         # default sizes, ~10 minutes on 2 idle cores
     python benchmarks/bench_models.py --device cuda --compile
     python benchmarks/bench_models.py --models vae-decode,resnet50-gn --vae-latent 64 --batch 1
 Timing reuses benchmarks/gnbench (interleaved, median of repeats); the machine description is
@@ -65,7 +66,7 @@ from groupnorm_cuda.reference import rel_err  # noqa: E402
 ALL_MODELS = ["vae-decode", "unet", "resnet50-gn", "effnet-b0-gn", "segresnet"]
 # (cpu, cuda) defaults and the --quick sizes
 DEFAULTS = {
-    "cpu": dict(batch=1, vae_latent=32, unet_latent=32, image=224, volume=48, budget=6.0),
+    "cpu": dict(batch=1, vae_latent=24, unet_latent=32, image=224, volume=40, budget=6.0),
     "cuda": dict(batch=1, vae_latent=128, unet_latent=64, image=224, volume=128, budget=2.0),
 }
 QUICK = {
@@ -225,14 +226,16 @@ def check(variants, fn, inputs, pass_, dtype):
     return ok, errs
 
 
-def profile_shares(run, x, dy, device, pass_):
-    """(norm share, silu share) of operator time (CPU) or kernel time (CUDA), one iteration."""
+def profile_times(run, x, dy, device, pass_, iters):
+    """Milliseconds per iteration in GroupNorm ops, in SiLU ops, and in all ops (CPU: outermost
+    operators; CUDA: kernel time), from `iters` profiled iterations."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.set_grad_enabled(pass_ != "fwd"):
         with profile(activities=acts) as prof:
-            run(x, dy)
+            for _ in range(iters):
+                run(x, dy)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
     events = prof.events()
@@ -255,9 +258,9 @@ def profile_shares(run, x, dy, device, pass_):
     else:
         total = sum(e.cpu_time_total for e in events if e.cpu_parent is None and e.device_type.name == "CPU")
         time_of = lambda es: sum(e.cpu_time_total for e in es)  # noqa: E731
-    if not total:
-        return None, None
-    return time_of(outermost(NORM_OPS)) / total, time_of(outermost(SILU_OPS)) / total
+    per_iter = lambda us: us / 1e3 / iters  # noqa: E731  (profiler times are microseconds)
+    return dict(norm_ms=per_iter(time_of(outermost(NORM_OPS))), silu_ms=per_iter(time_of(outermost(SILU_OPS))),
+                ops_ms=per_iter(total))
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ def main(argv=None) -> int:
                 dtype=a.dtype, quick=a.quick, argv=sys.argv[1:],
                 sizes={k: getattr(a, k) for k in ("batch", "vae_latent", "unet_latent", "image", "volume")},
                 budget_s=a.budget, modes=modes, share_method="torch.profiler, outermost norm / SiLU ops over "
-                "all outermost ops (CPU) or all kernel time (CUDA), one iteration")
+                "all outermost ops (CPU) or all kernel time (CUDA), 1-5 iterations")
     print(f"# groupnorm_cuda model benchmark\n\n{meta['date']} | {meta['device_name']} | torch {meta['torch']} "
           f"| threads {meta['threads']} | {a.dtype} | commit {meta['git_commit']}\n")
     results, failures = [], []
@@ -339,12 +342,18 @@ def main(argv=None) -> int:
                 t1 = time.time()
                 med, spread, n_rep = measure(runners, [(x, dy)], device, pass_, a.budget, a.repeats,
                                              min_rep=3, max_rep=50)
-                rec.update(ms={k: v * 1e3 for k, v in med.items()}, iqr_over_median=spread, repeats=n_rep)
+                best = spread.pop("min")  # fastest single call: the least disturbed on a shared machine
+                rec.update(ms={k: v * 1e3 for k, v in med.items()}, min_ms={k: v * 1e3 for k, v in best.items()},
+                           iqr_over_median=spread, repeats=n_rep)
                 rec["speedup"] = {k: med["original"] / v for k, v in med.items() if k != "original"}
+                rec["speedup_of_min"] = {k: best["original"] / v for k, v in best.items() if k != "original"}
                 if not a.no_profile and mode == "eager":
-                    rec["norm_share"], rec["silu_share"] = {}, {}
-                    for k, r in runners.items():
-                        rec["norm_share"][k], rec["silu_share"][k] = profile_shares(r, x, dy, device, pass_)
+                    # about 4 s of profiled iterations per variant (1 to 5 iterations)
+                    iters = max(1, min(5, int(4.0 / max(med["original"], 1e-3))))
+                    rec["profile_iters"] = iters
+                    rec["profile"] = {k: profile_times(r, x, dy, device, pass_, iters) for k, r in runners.items()}
+                    rec["norm_share"] = {k: v["norm_ms"] / v["ops_ms"] for k, v in rec["profile"].items()}
+                    rec["silu_share"] = {k: v["silu_ms"] / v["ops_ms"] for k, v in rec["profile"].items()}
                 log(f"  {mode} {pass_}: " + ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in med.items())
                     + f" ({n_rep} repeats, {time.time() - t1:.0f} s)")
                 results.append(rec)
@@ -365,9 +374,21 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.0f}%"
 
 
+def _gn_silu(r):
+    """Milliseconds per iteration in GroupNorm + SiLU ops (profiler): original -> the fastest variant."""
+    prof = r.get("profile")
+    if not prof:
+        return "-"
+    best = min((k for k in prof if k != "original"), key=lambda k: r["ms"][k])
+    ms = {k: v["norm_ms"] + v["silu_ms"] for k, v in prof.items()}
+    return f"{fmt_ms(ms['original'] / 1e3)} -> {fmt_ms(ms[best] / 1e3)} ({fmt_x(ms['original'] / ms[best])})"
+
+
 def print_table(results):
-    head = ["model", "input", "mode", "pass", "original ms", "converted ms", "speed-up", "fused ms", "speed-up",
-            "norm share orig -> conv (-> fused)", "SiLU share orig -> fused", "converted / fused norms"]
+    head = ["model", "input", "mode", "pass", "original ms", "converted ms", "speed-up", "(of min)", "fused ms",
+            "speed-up",
+            "norm share orig -> conv (-> fused)", "SiLU share orig -> fused", "GN+SiLU ms orig -> best",
+            "converted / fused norms"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" if i < 4 else "---:" for i in range(len(head))) + "|")
     for r in results:
@@ -380,8 +401,9 @@ def print_table(results):
             share += f" -> {_pct(ns.get('fused'))}"
         silu = f"{_pct(ss.get('original'))} -> {_pct(ss.get('fused', ss.get('converted')))}"
         row = [r["model"], r["input"], r["mode"], r["pass"], fmt_ms(ms["original"] / 1e3), fmt_ms(ms["converted"] / 1e3),
-               fmt_x(sp["converted"]), fmt_ms(ms["fused"] / 1e3) if "fused" in ms else "-",
-               fmt_x(sp.get("fused")), share if ns else "-", silu if ss else "-",
+               fmt_x(sp["converted"]), fmt_x(r["speedup_of_min"]["converted"]),
+               fmt_ms(ms["fused"] / 1e3) if "fused" in ms else "-",
+               fmt_x(sp.get("fused")), share if ns else "-", silu if ss else "-", _gn_silu(r),
                f"{r['converted']}/{r['norms']}, {r['silu_fused']} fused"]
         print("| " + " | ".join(row) + " |")
     sps = [r["speedup"]["converted"] for r in results if r.get("speedup")]
