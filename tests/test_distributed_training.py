@@ -60,6 +60,10 @@ def _worker(rank, port, mode, out_dir):
         torch.save({n: g * WORLD for n, g in grads.items()}, os.path.join(out_dir, f"grads{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    # Skip the interpreter's finalization: gloo's worker threads can still hold work objects
+    # then, and tearing them down aborted a rank now and then (SIGABRT, "terminate called
+    # without an active exception"; pytorch/pytorch#179291). The results are on disk already.
+    os._exit(0)
 
 
 def _free_port():

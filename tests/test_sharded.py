@@ -261,6 +261,10 @@ def _worker(rank, port, out_dir):
     finally:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.destroy_process_group()
+    # Skip the interpreter's finalization: gloo's worker threads can still hold work objects
+    # then, and tearing them down aborted a rank now and then (SIGABRT, "terminate called
+    # without an active exception"; pytorch/pytorch#179291). The results are on disk already.
+    os._exit(0)
 
 
 def _free_port():
