@@ -21,6 +21,7 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
     d["grid"] = py::make_tuple(l.grid[0], l.grid[1], l.grid[2]);
     d["block"] = py::make_tuple(l.block[0], l.block[1], l.block[2]);
     d["shared_mem_bytes"] = l.shared_mem_bytes;
+    d["dynamic_shared_mem_bytes"] = l.dynamic_smem_bytes;
     d["dram_read_bytes"] = l.bytes_read;
     d["dram_write_bytes"] = l.bytes_written;
     for (const auto& kv : l.params) d[py::str(kv.first)] = kv.second;

@@ -34,7 +34,8 @@ def cuda_launch_plan(
     """The CUDA launches groupnorm_cuda would make for an input of this shape.
 
     Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
-    at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes", and the modeled
+    at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes" (per CTA in all),
+    "dynamic_shared_mem_bytes" (what the launch requests), and the modeled
     global-memory "dram_read_bytes" / "dram_write_bytes"; "traffic" has, per direction,
     "read_bytes", "write_bytes", "floor_bytes" and "ratio" (total / floor). The model and its
     assumptions: csrc/cuda/plan/traffic.h. The input is checked as

@@ -61,7 +61,7 @@ def _check_limits(launch):
     threads = math.prod(launch["block"])
     assert 1 <= threads <= 1024, launch
     assert threads % 32 == 0, launch  # the kernels shuffle over full warps
-    assert 0 <= launch["shared_mem_bytes"] <= 48 * 1024, launch
+    assert 0 <= launch["dynamic_shared_mem_bytes"] <= launch["shared_mem_bytes"] <= 48 * 1024, launch
     assert launch["kernel"] in ALL_KERNELS, launch
 
 

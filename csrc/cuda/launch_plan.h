@@ -3,8 +3,9 @@
 // groupnorm_cuda.cuda_launch_plan, unit-tested without a GPU, and used by the simt harness.
 //
 // plan_forward / plan_backward are the single source of truth: the CUDA launcher
-// (csrc/cuda/kernels/launcher.cuh) launches exactly what they return, and describe() prints
-// it. Overrides force a schedule, split factor, block size or vector width so that tiny
+// (csrc/cuda/kernels/launcher.cuh) runs their launch lists entry by entry (kernel, grid, block,
+// dynamic shared memory; the simt harness checks it against a log of the launches), and
+// describe() prints them. Overrides force a schedule, split factor, block size or vector width so that tiny
 // tensors can exercise every code path (tests/simt).
 //
 // Schedules (M = D * HxW elements per group (n, g), NG = N * G groups):

@@ -145,6 +145,42 @@ static const char* sched_name(P::Schedule s) {
   return s == P::Schedule::OnChip ? "onchip" : (s == P::Schedule::Rows ? "rows" : "split");
 }
 
+// The kernel a plan entry names, instantiated here independently of the launcher (vec: the
+// vector width of the plan; the Rows kernels exist for vectorized plans only).
+template <typename T, typename W, int V>
+const void* kernel_of_v(P::Kernel id) {
+  auto fn = [](auto f) { return reinterpret_cast<const void*>(f); };
+  switch (id) {
+    case P::Kernel::FwdOnChip: return fn(&K::gn_fwd_onchip<T, W, V>);
+    case P::Kernel::FwdStats: return fn(&K::gn_fwd_stats<T, V>);
+    case P::Kernel::FwdApply: return fn(&K::gn_fwd_apply<T, W, V>);
+    case P::Kernel::FwdFinalize: return fn(&K::gn_fwd_finalize<T, W>);
+    case P::Kernel::BwdOnChip: return fn(&K::gn_bwd_onchip<T, W, V>);
+    case P::Kernel::BwdSiluR: return fn(&K::gn_bwd_silu_r<T, W>);
+    case P::Kernel::BwdSumsNchw: return fn(&K::gn_bwd_sums_nchw<T, W, V>);
+    case P::Kernel::BwdSumsNhwc: return fn(&K::gn_bwd_sums_nhwc<T, W, V>);
+    case P::Kernel::BwdCoeffs: return fn(&K::gn_bwd_coeffs<T, W>);
+    case P::Kernel::BwdParams: return fn(&K::gn_bwd_params<T, W>);
+    case P::Kernel::BwdDx: return fn(&K::gn_bwd_dx<T, W, V>);
+    default: break;
+  }
+  if constexpr (V > 1) {
+    switch (id) {
+      case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
+      case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, V>);
+      case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
+      case P::Kernel::BwdDxRows: return fn(&K::gn_bwd_dx_rows<T, W, V>);
+      default: break;
+    }
+  }
+  return nullptr;
+}
+template <typename T, typename W>
+const void* kernel_of(P::Kernel id, int64_t vec) {
+  constexpr int VF = static_cast<int>(16 / sizeof(T));
+  return vec == 1 ? kernel_of_v<T, W, 1>(id) : kernel_of_v<T, W, VF>(id);
+}
+
 template <typename T, typename W>
 static void run_case(const Case& cs) {
   using A = groupnorm_cuda::acc_t<T>;
@@ -204,6 +240,7 @@ static void run_case(const Case& cs) {
   }
   Buf<unsigned char> fws(K::forward_workspace_bytes(fp));
   const auto t0 = std::chrono::steady_clock::now();
+  simt::launch_log().clear();
   K::launch_forward(fa, fp, fws.p, nullptr);
 
   K::BackwardArgs<T, W> ba{dy.p, x.p, mean.p, rstd.p, w.p, b.p, dx.p, dw.p, db.p};
@@ -213,12 +250,28 @@ static void run_case(const Case& cs) {
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
   // ---------------------------------------------------------------- which kernels ran
-  std::vector<std::string> kern;
-  for (const auto& l : fp.launches) kern.push_back(l.kernel);
+  // The launcher must run the plans' launch lists (less the launches of unwanted outputs), each
+  // kernel with the plan's grid, block and dynamic shared memory.
+  std::vector<std::pair<const P::Launch*, int64_t>> planned;  // launch, vector width of its plan
+  for (const auto& l : fp.launches) planned.push_back({&l, fp.vec});
   for (const auto& l : bp.launches) {
-    if (l.kernel == "gn_bwd_params" && !want_dw && !want_db) continue;
-    if ((l.kernel == "gn_bwd_dx" || l.kernel == "gn_bwd_dx_rows") && !want_dx) continue;
+    if (l.id == P::Kernel::BwdParams && !want_dw && !want_db) continue;
+    if ((l.id == P::Kernel::BwdDx || l.id == P::Kernel::BwdDxRows) && !want_dx) continue;
+    planned.push_back({&l, bp.vec});
+  }
+  std::vector<std::string> kern;
+  const std::vector<simt::LaunchRecord>& ran = simt::launch_log();
+  if (ran.size() != planned.size()) why += " launcher:launch-count";
+  for (size_t i = 0; i < planned.size(); ++i) {
+    const P::Launch& l = *planned[i].first;
     kern.push_back(l.kernel);
+    if (i >= ran.size()) continue;
+    const simt::LaunchRecord& r = ran[i];
+    if (r.kernel != kernel_of<T, W>(l.id, planned[i].second)) why += " launcher:kernel:" + l.kernel;
+    if (r.grid.x != l.grid[0] || r.grid.y != l.grid[1] || r.grid.z != l.grid[2]) why += " launcher:grid:" + l.kernel;
+    if (r.block.x != l.block[0] || r.block.y != l.block[1] || r.block.z != l.block[2])
+      why += " launcher:block:" + l.kernel;
+    if (static_cast<int64_t>(r.smem_bytes) != l.dynamic_smem_bytes) why += " launcher:smem:" + l.kernel;
   }
 
   // ---------------------------------------------------------------- reference (long double)

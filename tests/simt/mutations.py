@@ -40,6 +40,9 @@ class Mutation:
     # every string must appear in stderr
     expect: tuple[str, ...] = field(default_factory=tuple)
     expect_rc: int | None = None  # exact exit status, else "nonzero"
+    # where `expect` is looked for: "stderr" (sanitizer / SIMT reports, which name the mutated
+    # file) or "stdout" (the harness's own FAIL reasons)
+    stream: str = "stderr"
 
 
 MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
@@ -91,6 +94,19 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect=("SIMT ERROR:", "does not include the calling lane"),
         expect_rc=87,
     ),
+    # (e) the launcher re-deriving a launch configuration instead of taking the plan's: the
+    # kernel tolerates the extra threads, so only the launch-log comparison sees it.
+    Mutation(
+        name="e_launcher_ignores_plan",
+        file="launcher.cuh",
+        old="        auto k = gn_bwd_params<T, W>;\n        GN_LAUNCH(k, grid, block, smem, stream, p);",
+        new="        auto k = gn_bwd_params<T, W>;\n        GN_LAUNCH(k, grid, dim3(128, 1, 1), smem, stream, p);",
+        mode="plain",
+        what="gn_bwd_params launched with a block size of the launcher's own instead of the plan's",
+        args=("--case-filter", "f32_split_nchw"),
+        expect=("FAIL launcher:block:gn_bwd_params",),
+        stream="stdout",
+    ),
 ]}
 
 
@@ -135,9 +151,10 @@ def run_mutant(m: Mutation, timeout: float = 240) -> tuple[int, str, str]:
     return simt_build.run(exe, list(m.args), mode=m.mode, timeout=timeout, env={"SIMT_SEED": "1"})
 
 
-def detected(m: Mutation, rc: int, err: str) -> list[str]:
+def detected(m: Mutation, rc: int, out: str, err: str) -> list[str]:
     """What is missing from the expected detection ([] = detected)."""
-    missing = [s for s in m.expect if s not in err]
+    text = out if m.stream == "stdout" else err
+    missing = [s for s in m.expect if s not in text]
     if m.expect_rc is not None and rc != m.expect_rc:
         missing.append(f"exit status {m.expect_rc} (got {rc})")
     if m.expect_rc is None and rc == 0:
@@ -151,7 +168,7 @@ def main(argv: list[str]) -> int:
     for n in names:
         m = MUTATIONS[n]
         rc, out, err = run_mutant(m)
-        miss = detected(m, rc, err)
+        miss = detected(m, rc, out, err)
         print(f"== {n} [{m.mode}] rc={rc} {'DETECTED' if not miss else 'NOT DETECTED: ' + str(miss)}")
         print("\n".join(err.strip().splitlines()[:40]))
         status |= bool(miss)

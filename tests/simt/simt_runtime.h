@@ -699,10 +699,26 @@ struct KernelCall {
 // are converted (implicitly) to the kernel's parameter types and stored once; every thread gets
 // its own by-value copy of the parameters, as on a GPU. Blocks run one after another in a random
 // order (SIMT_SEED); the threads of a block run concurrently, one OS thread each.
+// Every launch since the last clear, in order: which kernel, with what configuration (so a
+// test can check that a launcher ran the launches it was asked to).
+struct LaunchRecord {
+  const void* kernel;
+  dim3 grid, block;
+  size_t smem_bytes;
+};
+inline std::vector<LaunchRecord>& launch_log() {
+  static std::vector<LaunchRecord> log;
+  return log;
+}
+
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch: wrong number of kernel arguments");
   if (!kernel) detail::fail("simt::launch: null kernel pointer");
+  {
+    std::lock_guard<std::mutex> lock(detail::launch_mutex());
+    launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes});
+  }
   const detail::KernelCall<P...> kc{kernel, std::tuple<std::decay_t<P>...>(
                                                 detail::implicit_convert<std::decay_t<P>>(std::forward<A>(args))...)};
   detail::run_grid(grid, block, smem_bytes, detail::Body{&detail::KernelCall<P...>::invoke, &kc});

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 
 #include "cuda/launch_plan.h"
 #include "cuda/kernels/backward.cuh"
@@ -104,11 +105,17 @@ inline WalkSched make_sched(const plan::WalkPlan& w) {
   return s;
 }
 
-inline dim3 grid1(int64_t g) { return dim3(static_cast<unsigned>(g), 1, 1); }
-inline dim3 block1(int64_t b) { return dim3(static_cast<unsigned>(b), 1, 1); }
+inline dim3 dims(const std::array<int64_t, 3>& d) {
+  return dim3(static_cast<unsigned>(d[0]), static_cast<unsigned>(d[1]), static_cast<unsigned>(d[2]));
+}
 
+[[noreturn]] inline void not_in_direction(const plan::Launch& l, const char* direction) {
+  throw std::logic_error(std::string("groupnorm_cuda launcher: ") + l.kernel + " in a " + direction + " plan");
+}
+
+// The forward's params record, filled once from the plan and the tensors.
 template <typename T, typename W, int V>
-void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace) {
   FwdParams<T, W> p;
   p.x = a.x;
   p.weight = a.weight;
@@ -125,32 +132,54 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
   p.eps = static_cast<acc_t<T>>(a.eps);
   p.silu = pl.prob.act == Activation::SiLU;
-  if constexpr (V > 1) {  // the rows schedule is vectorized by construction
-    if (pl.schedule == plan::Schedule::Rows) {
-      const dim3 rgrid = grid1(pl.rows.grid), rblock = block1(pl.rows.block);
-      auto ks = gn_fwd_stats_rows<T, V>;
-      GN_LAUNCH(ks, rgrid, rblock, static_cast<size_t>(pl.rows.smem_bytes), stream, p.x, p.ws, p.geo, p.rows);
-      GN_AFTER_LAUNCH();
-      auto kf = gn_fwd_finalize<T, W>;
-      GN_LAUNCH(kf, grid1(pl.rows.finalize_grid), block1(pl.rows.finalize_block), 0, stream, p);
-      GN_AFTER_LAUNCH();
-      auto ka = gn_fwd_apply_rows<T, W, V>;
-      GN_LAUNCH(ka, rgrid, rblock, 0, stream, p);
-      GN_AFTER_LAUNCH();
-      return;
+  return p;
+}
+
+// Runs the plan's launch list in order, each with the plan's grid, block and dynamic shared
+// memory. The Rows kernels exist for vectorized plans only (the planner makes them so).
+template <typename T, typename W, int V>
+void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+  const FwdParams<T, W> p = forward_params<T, W, V>(a, pl, workspace);
+  for (const plan::Launch& l : pl.launches) {
+    const dim3 grid = dims(l.grid), block = dims(l.block);
+    const size_t smem = static_cast<size_t>(l.dynamic_smem_bytes);
+    switch (l.id) {
+      case plan::Kernel::FwdOnChip: {
+        auto k = gn_fwd_onchip<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::FwdStats: {
+        auto k = gn_fwd_stats<T, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p.x, p.ws, p.geo, p.sched);
+        break;
+      }
+      case plan::Kernel::FwdApply: {
+        auto k = gn_fwd_apply<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::FwdFinalize: {
+        auto k = gn_fwd_finalize<T, W>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::FwdStatsRows:
+        if constexpr (V > 1) {
+          auto k = gn_fwd_stats_rows<T, V>;
+          GN_LAUNCH(k, grid, block, smem, stream, p.x, p.ws, p.geo, p.rows);
+          break;
+        }
+        not_in_direction(l, "scalar forward");
+      case plan::Kernel::FwdApplyRows:
+        if constexpr (V > 1) {
+          auto k = gn_fwd_apply_rows<T, W, V>;
+          GN_LAUNCH(k, grid, block, smem, stream, p);
+          break;
+        }
+        not_in_direction(l, "scalar forward");
+      default: not_in_direction(l, "forward");
     }
-  }
-  const dim3 grid = grid1(pl.walk.grid), block = block1(pl.walk.block());
-  if (pl.schedule == plan::Schedule::OnChip) {
-    auto k = gn_fwd_onchip<T, W, V>;
-    GN_LAUNCH(k, grid, block, static_cast<size_t>(pl.smem_bytes), stream, p);
-    GN_AFTER_LAUNCH();
-  } else {
-    auto ks = gn_fwd_stats<T, V>;
-    GN_LAUNCH(ks, grid, block, 0, stream, p.x, p.ws, p.geo, p.sched);
-    GN_AFTER_LAUNCH();
-    auto ka = gn_fwd_apply<T, W, V>;
-    GN_LAUNCH(ka, grid, block, 0, stream, p);
     GN_AFTER_LAUNCH();
   }
 }
@@ -165,9 +194,9 @@ void launch_forward(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, voi
   else launch_forward_v<T, W, VF>(a, pl, workspace, stream);
 }
 
+// The backward's params record, filled once from the plan, the tensors and the workspace.
 template <typename T, typename W, int V>
-void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
-                       cudaStream_t stream) {
+BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace) {
   using A = acc_t<T>;
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   BwdParams<T, W> p;
@@ -199,69 +228,89 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
   p.rows.piece_len = pl.rows.piece_len;
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
   p.silu = pl.silu;
-  if (a.dx == nullptr && !want_params) return;
+  return p;
+}
 
-  const dim3 wgrid = grid1(pl.walk.grid), wblock = block1(pl.walk.block());
-  // Schedules (launch_plan.h): OnChip = gn_bwd_onchip [+ params]; Split / Rows = [SiLU
-  // pre-pass] + sums + coeffs [+ params] [+ dx], with the Rows variants of the pre-pass,
-  // sums and dx (vectorized by construction: V > 1).
-  const bool onchip = pl.schedule == plan::Schedule::OnChip;
-  bool rows = false;
-  if constexpr (V > 1) rows = pl.schedule == plan::Schedule::Rows;
-  [[maybe_unused]] const dim3 rgrid = grid1(pl.rows.grid), rblock = block1(pl.rows.block);
-  [[maybe_unused]] const size_t rsmem = static_cast<size_t>(pl.rows.smem_bytes);
-  if (onchip) {
-    auto k = gn_bwd_onchip<T, W, V>;
-    GN_LAUNCH(k, wgrid, wblock, static_cast<size_t>(pl.smem_bytes), stream, p);
-    GN_AFTER_LAUNCH();
-  } else if (rows) {
-    if constexpr (V > 1) {
-      if (pl.silu) {
-        auto k = gn_fwd_stats_rows<T, V>;
-        GN_LAUNCH(k, rgrid, rblock, rsmem, stream, p.x, p.silu_ws, p.geo, p.rows);
-        GN_AFTER_LAUNCH();
-        auto kr = gn_bwd_silu_r<T, W>;
-        GN_LAUNCH(kr, grid1(pl.rows.finalize_grid), block1(pl.rows.finalize_block), 0, stream, p);
-        GN_AFTER_LAUNCH();
+// Runs the plan's launch list in order (launch_plan.h lists the schedules), leaving out only
+// the launches whose outputs are not wanted: gn_bwd_params without dweight and dbias,
+// gn_bwd_dx{,_rows} without dx. In a backward plan gn_fwd_stats{,_rows} is the SiLU pre-pass:
+// the statistics of the activation's input, into the backward's workspace.
+template <typename T, typename W, int V>
+void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
+                       cudaStream_t stream) {
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  if (a.dx == nullptr && !want_params) return;
+  const BwdParams<T, W> p = backward_params<T, W, V>(a, pl, workspace);
+  for (const plan::Launch& l : pl.launches) {
+    const dim3 grid = dims(l.grid), block = dims(l.block);
+    const size_t smem = static_cast<size_t>(l.dynamic_smem_bytes);
+    switch (l.id) {
+      case plan::Kernel::BwdOnChip: {
+        auto k = gn_bwd_onchip<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
       }
-      auto k = gn_bwd_sums_rows<T, W, V>;
-      GN_LAUNCH(k, rgrid, rblock, rsmem, stream, p);
-      GN_AFTER_LAUNCH();
+      case plan::Kernel::FwdStats: {
+        auto k = gn_fwd_stats<T, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p.x, p.silu_ws, p.geo, p.dx_sched);
+        break;
+      }
+      case plan::Kernel::BwdSumsNchw: {
+        auto k = gn_bwd_sums_nchw<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::BwdSumsNhwc: {
+        auto k = gn_bwd_sums_nhwc<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::BwdSiluR: {
+        auto k = gn_bwd_silu_r<T, W>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::BwdCoeffs: {
+        auto k = gn_bwd_coeffs<T, W>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::BwdParams: {
+        if (!want_params) continue;
+        auto k = gn_bwd_params<T, W>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::BwdDx: {
+        if (a.dx == nullptr) continue;
+        auto k = gn_bwd_dx<T, W, V>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
+      case plan::Kernel::FwdStatsRows:
+        if constexpr (V > 1) {
+          auto k = gn_fwd_stats_rows<T, V>;
+          GN_LAUNCH(k, grid, block, smem, stream, p.x, p.silu_ws, p.geo, p.rows);
+          break;
+        }
+        not_in_direction(l, "scalar backward");
+      case plan::Kernel::BwdSumsRows:
+        if constexpr (V > 1) {
+          auto k = gn_bwd_sums_rows<T, W, V>;
+          GN_LAUNCH(k, grid, block, smem, stream, p);
+          break;
+        }
+        not_in_direction(l, "scalar backward");
+      case plan::Kernel::BwdDxRows:
+        if constexpr (V > 1) {
+          if (a.dx == nullptr) continue;
+          auto k = gn_bwd_dx_rows<T, W, V>;
+          GN_LAUNCH(k, grid, block, smem, stream, p);
+          break;
+        }
+        not_in_direction(l, "scalar backward");
+      default: not_in_direction(l, "backward");
     }
-  } else {
-    if (pl.silu) {
-      auto k = gn_fwd_stats<T, V>;
-      GN_LAUNCH(k, wgrid, wblock, 0, stream, p.x, p.silu_ws, p.geo, p.dx_sched);
-      GN_AFTER_LAUNCH();
-    }
-    if (!p.geo.channels_last) {
-      auto k = gn_bwd_sums_nchw<T, W, V>;
-      GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
-    } else {
-      auto k = gn_bwd_sums_nhwc<T, W, V>;
-      GN_LAUNCH(k, grid1(pl.sums.grid), block1(pl.sums.block), 0, stream, p);
-    }
-    GN_AFTER_LAUNCH();
-  }
-  if (!onchip) {
-    auto k = gn_bwd_coeffs<T, W>;
-    GN_LAUNCH(k, grid1(pl.coeff_grid), block1(pl.coeff_block), 0, stream, p);
-    GN_AFTER_LAUNCH();
-  }
-  if (want_params) {
-    auto k = gn_bwd_params<T, W>;
-    GN_LAUNCH(k, grid1(pl.params_grid), block1(pl.params_block), 0, stream, p);
-    GN_AFTER_LAUNCH();
-  }
-  if (a.dx != nullptr && rows) {
-    if constexpr (V > 1) {
-      auto k = gn_bwd_dx_rows<T, W, V>;
-      GN_LAUNCH(k, rgrid, rblock, 0, stream, p);
-      GN_AFTER_LAUNCH();
-    }
-  } else if (a.dx != nullptr && !onchip) {
-    auto k = gn_bwd_dx<T, W, V>;
-    GN_LAUNCH(k, wgrid, wblock, 0, stream, p);
     GN_AFTER_LAUNCH();
   }
 }

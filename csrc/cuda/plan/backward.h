@@ -22,16 +22,14 @@ inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t sl
   while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
   b.ws_dwp = 0;
   b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
-  Launch l;
-  l.kernel = "gn_bwd_onchip";
+  Launch l = make_launch(Kernel::BwdOnChip, b.smem_bytes, 3 * 32 * acc);  // + static reduction buffer
   walk_params(l, on, b.vec);
   for (auto& kv : l.params)  // as in the forward: what the split alternative could reach
     if (kv.first == "max_splits") kv.second = split_max;
-  l.shared_mem_bytes = b.smem_bytes + 3 * 32 * acc;  // + static reduction buffer
   l.params.push_back({"chan_lanes", b.chan_lanes});
   l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
   b.launches.push_back(l);
-  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
+  b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
 
 // gn_bwd_sums_nchw: rows = channels of the group (D), K = HxW / V vector-columns; `lanes`
@@ -103,13 +101,13 @@ inline void plan_backward_workspace(BackwardPlan& b, bool rows) {
 inline void rows_backward_launches(BackwardPlan& b) {
   const RowsPlan& r = b.rows;
   if (b.silu) {
-    b.launches.push_back(rows_launch("gn_fwd_stats_rows", r, b.vec, r.smem_bytes));
-    b.launches.push_back(plain_launch("gn_bwd_silu_r", r.finalize_grid, r.finalize_block));
+    b.launches.push_back(rows_launch(Kernel::FwdStatsRows, r, b.vec, r.smem_bytes));
+    b.launches.push_back(plain_launch(Kernel::BwdSiluR, r.finalize_grid, r.finalize_block));
   }
-  b.launches.push_back(rows_launch("gn_bwd_sums_rows", r, b.vec, r.smem_bytes));
-  b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
-  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
-  b.launches.push_back(rows_launch("gn_bwd_dx_rows", r, b.vec, 0));
+  b.launches.push_back(rows_launch(Kernel::BwdSumsRows, r, b.vec, r.smem_bytes));
+  b.launches.push_back(plain_launch(Kernel::BwdCoeffs, b.coeff_grid, b.coeff_block));
+  b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
+  b.launches.push_back(rows_launch(Kernel::BwdDxRows, r, b.vec, 0));
 }
 
 // Split: [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + coeffs + params + gn_bwd_dx.
@@ -118,26 +116,22 @@ inline void split_backward_launches(BackwardPlan& b) {
   const SumsPlan& s = b.sums;
   const int64_t V = b.vec, acc = acc_size(p.dtype);
   if (b.silu) {
-    Launch l;
-    l.kernel = "gn_fwd_stats";
+    Launch l = make_launch(Kernel::FwdStats, 0, 3 * 32 * acc);
     walk_params(l, b.walk, V);
-    l.shared_mem_bytes = 3 * 32 * acc;
     l.params.push_back({"silu_prepass", 1});
     b.launches.push_back(l);
   }
-  Launch sums;
-  sums.kernel = p.layout == Layout::Contiguous ? "gn_bwd_sums_nchw" : "gn_bwd_sums_nhwc";
+  const bool nchw = p.layout == Layout::Contiguous;
+  Launch sums = make_launch(nchw ? Kernel::BwdSumsNchw : Kernel::BwdSumsNhwc, 0, nchw ? 0 : kNhwcSumsThreads * 8 * acc);
   sums.grid = {s.grid, 1, 1};
   sums.block = {s.block, 1, 1};
-  sums.shared_mem_bytes = p.layout == Layout::Contiguous ? 0 : kNhwcSumsThreads * 8 * acc;
   sums.params = {{"vec", V},           {"lanes", s.lanes},           {"rows_par", s.rows_par},
                  {"row_blocks", s.row_blocks}, {"pieces", s.pieces}, {"max_pieces", s.max_pieces},
                  {"piece_len", s.piece_len}};
   b.launches.push_back(sums);
-  b.launches.push_back(plain_launch("gn_bwd_coeffs", b.coeff_grid, b.coeff_block));
-  b.launches.push_back(plain_launch("gn_bwd_params", b.params_grid, b.params_block));
-  Launch dx;
-  dx.kernel = "gn_bwd_dx";
+  b.launches.push_back(plain_launch(Kernel::BwdCoeffs, b.coeff_grid, b.coeff_block));
+  b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
+  Launch dx = make_launch(Kernel::BwdDx);
   walk_params(dx, b.walk, V);
   b.launches.push_back(dx);
 }

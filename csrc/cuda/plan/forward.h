@@ -38,35 +38,30 @@ inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}
     const int64_t part = round_up(NG * rows.pieces * 3 * acc, 256);
     f.rows.ws_gstat = part;
     f.workspace_bytes = part + round_up(NG * 2 * acc, 256);
-    f.launches = {rows_launch("gn_fwd_stats_rows", rows, rows_vec, rows.smem_bytes),
-                   plain_launch("gn_fwd_finalize", rows.finalize_grid, rows.finalize_block),
-                   rows_launch("gn_fwd_apply_rows", rows, rows_vec, 0)};
+    f.launches = {rows_launch(Kernel::FwdStatsRows, rows, rows_vec, rows.smem_bytes),
+                   plain_launch(Kernel::FwdFinalize, rows.finalize_grid, rows.finalize_block),
+                   rows_launch(Kernel::FwdApplyRows, rows, rows_vec, 0)};
     return f;
   }
   if (use_onchip) {
     f.schedule = Schedule::OnChip;
     f.walk = on;
     f.smem_bytes = on.gpb * f.slot_bytes;
-    Launch l;
-    l.kernel = "gn_fwd_onchip";
+    Launch l = make_launch(Kernel::FwdOnChip, f.smem_bytes, 3 * 32 * acc);  // + static reduction buffer
     walk_params(l, on, f.vec);
     // max_splits of the alternative: a split schedule could not have had more CTAs.
     for (auto& kv : l.params)
       if (kv.first == "max_splits") kv.second = split.max_splits;
-    l.shared_mem_bytes = f.smem_bytes + 3 * 32 * acc;  // + static reduction buffer
     l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
     f.launches.push_back(l);
   } else {
     f.schedule = Schedule::Split;
     f.walk = split;
     f.workspace_bytes = round_up(NG * split.splits * 3 * acc, 256);
-    Launch s;
-    s.kernel = "gn_fwd_stats";
+    Launch s = make_launch(Kernel::FwdStats, 0, 3 * 32 * acc);
     walk_params(s, split, f.vec);
-    s.shared_mem_bytes = 3 * 32 * acc;
     s.params.push_back({"schedule", static_cast<int64_t>(Schedule::Split)});
-    Launch a;
-    a.kernel = "gn_fwd_apply";
+    Launch a = make_launch(Kernel::FwdApply);
     walk_params(a, split, f.vec);
     a.params.push_back({"schedule", static_cast<int64_t>(Schedule::Split)});
     f.launches.push_back(s);

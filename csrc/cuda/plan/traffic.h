@@ -65,12 +65,15 @@ inline Traffic forward_traffic(ForwardPlan& f) {
   t.floor = 2 * s.X + s.params + s.stats;
   const int64_t partials = f.schedule == Schedule::Rows ? f.rows.ws_gstat : f.workspace_bytes;
   for (Launch& l : f.launches) {
-    if (l.kernel == "gn_fwd_onchip") detail::set_bytes(l, s.X + s.params, s.X + s.stats, t);
-    else if (l.kernel == "gn_fwd_stats" || l.kernel == "gn_fwd_stats_rows") detail::set_bytes(l, s.X, partials, t);
-    else if (l.kernel == "gn_fwd_apply") detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t);
-    else if (l.kernel == "gn_fwd_finalize") detail::set_bytes(l, partials, 2 * s.stats, t);  // stats + (m, rstd)
-    else if (l.kernel == "gn_fwd_apply_rows") detail::set_bytes(l, s.X + s.stats + s.params, s.X, t);
-    else throw std::logic_error("forward_traffic: no model for kernel " + l.kernel);
+    switch (l.id) {
+      case Kernel::FwdOnChip: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdStats:
+      case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, partials, t); break;
+      case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdFinalize: detail::set_bytes(l, partials, 2 * s.stats, t); break;  // stats + (m, rstd)
+      case Kernel::FwdApplyRows: detail::set_bytes(l, s.X + s.stats + s.params, s.X, t); break;
+      default: throw std::logic_error("forward_traffic: no model for kernel " + l.kernel);
+    }
   }
   return t;
 }
@@ -86,16 +89,20 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   const int64_t coef = s.NG * 2 * s.acc;
   const int64_t silu_ws = b.silu ? s.NG * b.walk.splits * 3 * s.acc : 0;
   for (Launch& l : b.launches) {
-    if (l.kernel == "gn_bwd_onchip") detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t);
-    else if (l.kernel == "gn_fwd_stats" || l.kernel == "gn_fwd_stats_rows") detail::set_bytes(l, s.X, silu_ws, t);
-    else if (l.kernel == "gn_bwd_silu_r") detail::set_bytes(l, silu_ws + s.stats, s.NG * s.acc, t);
-    else if (l.kernel == "gn_bwd_sums_nchw" || l.kernel == "gn_bwd_sums_nhwc" || l.kernel == "gn_bwd_sums_rows")
-      detail::set_bytes(l, 2 * s.X + s.stats + s.params + silu_ws, sums, t);
-    else if (l.kernel == "gn_bwd_coeffs") detail::set_bytes(l, sums + s.stats + s.params, coef + dwp, t);
-    else if (l.kernel == "gn_bwd_params") detail::set_bytes(l, dwp, pgrads, t);
-    else if (l.kernel == "gn_bwd_dx" || l.kernel == "gn_bwd_dx_rows")
-      detail::set_bytes(l, 2 * s.X + coef + s.stats + s.params + silu_ws, s.X, t);
-    else throw std::logic_error("backward_traffic: no model for kernel " + l.kernel);
+    switch (l.id) {
+      case Kernel::BwdOnChip: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
+      case Kernel::FwdStats:  // SiLU pre-pass
+      case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, silu_ws, t); break;
+      case Kernel::BwdSiluR: detail::set_bytes(l, silu_ws + s.stats, s.NG * s.acc, t); break;
+      case Kernel::BwdSumsNchw:
+      case Kernel::BwdSumsNhwc:
+      case Kernel::BwdSumsRows: detail::set_bytes(l, 2 * s.X + s.stats + s.params + silu_ws, sums, t); break;
+      case Kernel::BwdCoeffs: detail::set_bytes(l, sums + s.stats + s.params, coef + dwp, t); break;
+      case Kernel::BwdParams: detail::set_bytes(l, dwp, pgrads, t); break;
+      case Kernel::BwdDx:
+      case Kernel::BwdDxRows: detail::set_bytes(l, 2 * s.X + coef + s.stats + s.params + silu_ws, s.X, t); break;
+      default: throw std::logic_error("backward_traffic: no model for kernel " + l.kernel);
+    }
   }
   return t;
 }

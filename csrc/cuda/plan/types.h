@@ -15,11 +15,42 @@
 namespace groupnorm_cuda {
 namespace plan {
 
+// Every kernel a plan can launch. The launcher (kernels/launcher.cuh) switches on it; the
+// backward's SiLU pre-pass is FwdStats / FwdStatsRows writing the backward's workspace.
+enum class Kernel : int {
+  FwdOnChip, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
+  BwdOnChip, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
+};
+
+inline const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::FwdOnChip: return "gn_fwd_onchip";
+    case Kernel::FwdStats: return "gn_fwd_stats";
+    case Kernel::FwdApply: return "gn_fwd_apply";
+    case Kernel::FwdStatsRows: return "gn_fwd_stats_rows";
+    case Kernel::FwdFinalize: return "gn_fwd_finalize";
+    case Kernel::FwdApplyRows: return "gn_fwd_apply_rows";
+    case Kernel::BwdOnChip: return "gn_bwd_onchip";
+    case Kernel::BwdSiluR: return "gn_bwd_silu_r";
+    case Kernel::BwdSumsNchw: return "gn_bwd_sums_nchw";
+    case Kernel::BwdSumsNhwc: return "gn_bwd_sums_nhwc";
+    case Kernel::BwdSumsRows: return "gn_bwd_sums_rows";
+    case Kernel::BwdCoeffs: return "gn_bwd_coeffs";
+    case Kernel::BwdParams: return "gn_bwd_params";
+    case Kernel::BwdDx: return "gn_bwd_dx";
+    case Kernel::BwdDxRows: return "gn_bwd_dx_rows";
+  }
+  return "?";
+}
+
+// One kernel launch of a plan: what the launcher passes to <<<grid, block, dynamic_smem_bytes>>>.
 struct Launch {
-  std::string kernel;
+  Kernel id = Kernel::FwdStats;
+  std::string kernel;  // kernel_name(id)
   std::array<int64_t, 3> grid{1, 1, 1};
   std::array<int64_t, 3> block{1, 1, 1};
-  int64_t shared_mem_bytes = 0;
+  int64_t dynamic_smem_bytes = 0;  // requested at launch
+  int64_t shared_mem_bytes = 0;    // per CTA in all: dynamic + the kernel's static buffers
   // Global-memory bytes this launch reads and writes (the DRAM-traffic model, traffic.h).
   int64_t bytes_read = 0, bytes_written = 0;
   // Extra facts worth printing (schedule, split factor, ...).
@@ -200,17 +231,26 @@ inline bool choose_onchip(const DeviceProblem& p, const Overrides& ov, bool fits
   return fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
 }
 
-inline Launch plain_launch(const char* kernel, int64_t grid, int64_t block, int64_t smem = 0) {
+// A launch of `k` with `dynamic_smem` bytes of dynamic and `static_smem` of static shared memory.
+inline Launch make_launch(Kernel k, int64_t dynamic_smem = 0, int64_t static_smem = 0) {
   Launch l;
-  l.kernel = kernel;
-  l.grid = {grid, 1, 1};
-  l.block = {block, 1, 1};
-  l.shared_mem_bytes = smem;
+  l.id = k;
+  l.kernel = kernel_name(k);
+  l.dynamic_smem_bytes = dynamic_smem;
+  l.shared_mem_bytes = dynamic_smem + static_smem;
   return l;
 }
 
-inline Launch rows_launch(const char* kernel, const RowsPlan& r, int64_t vec, int64_t smem) {
-  Launch l = plain_launch(kernel, r.grid, r.block, smem);
+inline Launch plain_launch(Kernel k, int64_t grid, int64_t block) {
+  Launch l = make_launch(k);
+  l.grid = {grid, 1, 1};
+  l.block = {block, 1, 1};
+  return l;
+}
+
+inline Launch rows_launch(Kernel k, const RowsPlan& r, int64_t vec, int64_t dynamic_smem) {
+  Launch l = plain_launch(k, r.grid, r.block);
+  l.dynamic_smem_bytes = l.shared_mem_bytes = dynamic_smem;
   l.params = {{"vec", vec},
               {"pieces", r.pieces},
               {"max_pieces", r.max_pieces},
