@@ -60,9 +60,10 @@ class GroupNorm(nn.GroupNorm):
         return torch.ops.groupnorm_cuda.forward(input, self.weight, self.bias, self.num_groups, self.eps, self._act)[0]
 
     def extra_repr(self) -> str:
-        s = "{num_groups}, {num_channels}, eps={eps}, affine={affine}, bias={use_bias}".format(
-            **self.__dict__, use_bias=self.bias is not None
-        )
+        # nn.GroupNorm's own text (it names `bias` from torch 2.12 on), plus what it cannot say.
+        s = super().extra_repr()
+        if not _NN_HAS_BIAS and self.affine and self.bias is None:
+            s += ", bias=False"
         if self.activation is not None:
             s += f", activation={self.activation!r}"
         return s

@@ -339,7 +339,9 @@ def test_torchrun_example_matches_the_whole_map():
     root = Path(__file__).resolve().parent.parent
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port()), str(root / "examples" / "sharded_groupnorm.py")]
-    out = subprocess.run(torchrun, capture_output=True, text=True, timeout=300, cwd=root)
+    # The package from this checkout, also where it is built in place rather than installed.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    out = subprocess.run(torchrun, capture_output=True, text=True, timeout=300, cwd=root, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     errs = {m.group(1): float(m.group(2)) for m in re.finditer(r"max \|(\w+) - \w+\| / max \|\w+\|\s*=\s*(\S+)",
                                                                  out.stdout)}
