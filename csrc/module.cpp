@@ -31,14 +31,18 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
 }
 
 // The launches the CUDA backend would make for `input` (any device, meta included): the same
-// checks and Problem as the op (common/checks.h), planned for a GPU of `sm_count` SMs.
+// checks and Problem as the op (common/checks.h), planned for a GPU of `sm_count` SMs and
+// `smem_optin` bytes of shared memory per block with the opt-in.
 py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std::string& activation,
-                          int64_t sm_count) {
+                          int64_t sm_count, int64_t smem_optin) {
   groupnorm_cuda::check_forward_inputs(input, nullptr, nullptr, num_groups);
   TORCH_CHECK_VALUE(sm_count > 0, "cuda_launch_plan: sm_count must be positive, got ", sm_count);
+  TORCH_CHECK_VALUE(smem_optin >= plan::kSmemBudgetBytes,
+                    "cuda_launch_plan: max_shared_mem_per_block must be at least 49152, got ", smem_optin);
   plan::DeviceProblem p;
   static_cast<groupnorm_cuda::Problem&>(p) = groupnorm_cuda::make_problem(input, num_groups, activation);
   p.sm_count = sm_count;
+  p.smem_optin = smem_optin;
   const plan::Described plans = plan::describe(p);
   auto traffic = [](const plan::Traffic& t) {
     py::dict d;
@@ -75,5 +79,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_huge_pages", &groupnorm_cuda::cpu::set_huge_pages, py::arg("on"),
         "Huge pages for fresh CPU outputs on / off (where the machine gives them; for A/B measurements)");
   m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels for an input (pure host function)",
-        py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"));
+        py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"), py::arg("smem_optin"));
 }

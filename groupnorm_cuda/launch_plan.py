@@ -30,8 +30,11 @@ def cuda_launch_plan(
     memory_format: torch.memory_format = torch.contiguous_format,
     sm_count: int = 132,
     activation: Optional[str] = None,
+    max_shared_mem_per_block: int = 232448,
 ) -> dict:
-    """The CUDA launches groupnorm_cuda would make for an input of this shape.
+    """The CUDA launches groupnorm_cuda would make for an input of this shape, on a GPU with
+    ``sm_count`` SMs and ``max_shared_mem_per_block`` bytes of shared memory per block with the
+    opt-in (the defaults describe an H100/H200: 132 SMs, 227 KiB; an A100 has 108 and 166912).
 
     Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
     at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes" (per CTA in all),
@@ -43,4 +46,5 @@ def cuda_launch_plan(
     whose spatial size is 1 is the same memory as a contiguous one and is planned as such.
     """
     x = _example_input(shape, dtype, memory_format)
-    return _C.cuda_launch_plan(x, int(num_groups), _activation_name(activation), int(sm_count))
+    return _C.cuda_launch_plan(x, int(num_groups), _activation_name(activation), int(sm_count),
+                               int(max_shared_mem_per_block))

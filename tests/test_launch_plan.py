@@ -13,6 +13,7 @@ groupnorm_cuda = pytest.importorskip("groupnorm_cuda")
 
 SM = 132
 MIN_CTAS = 2 * SM
+SMEM_OPTIN = 232448  # sm_90: 227 KiB of shared memory per block with the opt-in
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_stats", "gn_fwd_apply", "gn_fwd_stats_rows", "gn_fwd_apply_rows"}
 BACKWARD_MAIN = {"gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx", "gn_bwd_onchip", "gn_bwd_sums_rows",
@@ -34,8 +35,9 @@ def _shapes():
     out += [((2, 320, 64, 64), 320), ((2, 320, 64, 64), 1), ((1, 512, 512, 512), 1)]  # G = C, G = 1
     out += [((32, 2048, 1, 1), 32), ((32, 2048, 1, 1), 2048), ((8, 64, 1, 1), 1)]  # spatial size 1
     out += [((4, 96, 1000), 32), ((2, 64, 7, 9, 11), 8)]  # 3-D, odd 5-D
-    # groups whose x + dy are exactly 48 KiB in fp32: static + dynamic shared memory must stay <= 48 KiB
-    out += [((32, 2048, 8, 12), 32), ((8, 64, 48, 64), 1)]
+    # groups whose x + dy are exactly 48 KiB in fp32 (past the default budget: one group per
+    # CTA with the opt-in), and groups at and just past the sm_90 opt-in limit
+    out += [((32, 2048, 8, 12), 32), ((8, 64, 48, 64), 1), ((264, 64, 56, 64), 4), ((264, 64, 57, 64), 4)]
     return out
 
 
@@ -61,7 +63,9 @@ def _check_limits(launch):
     threads = math.prod(launch["block"])
     assert 1 <= threads <= 1024, launch
     assert threads % 32 == 0, launch  # the kernels shuffle over full warps
-    assert 0 <= launch["dynamic_shared_mem_bytes"] <= launch["shared_mem_bytes"] <= 48 * 1024, launch
+    assert 0 <= launch["dynamic_shared_mem_bytes"] <= launch["shared_mem_bytes"] <= SMEM_OPTIN, launch
+    if launch["shared_mem_bytes"] > 48 * 1024:  # past the default budget only with one group per CTA
+        assert launch["kernel"] in ("gn_fwd_onchip", "gn_bwd_onchip") and launch["groups_per_block"] == 1, launch
     assert launch["kernel"] in ALL_KERNELS, launch
 
 
@@ -124,7 +128,7 @@ def test_plan(shape, groups, dtype, fmt, act):
         assert l["grid"][0] == math.ceil(n * groups / groups_per_cta) * l["splits"]
     if fwd[0]["kernel"] == "gn_fwd_onchip":
         assert fwd[0]["splits"] == 1
-        assert m * esize <= 32 * 1024  # the group is parked in shared memory
+        assert m * esize <= SMEM_OPTIN - 3 * 32 * 8  # the group is parked in shared memory
     if names_b == rows_b:
         v = 16 // esize
         assert fmt != torch.contiguous_format and (c // groups) % v != 0 and c % v == 0
@@ -148,6 +152,28 @@ def test_plan(shape, groups, dtype, fmt, act):
         assert b["shared_mem_bytes"] >= 2 * m * esize * b["groups_per_block"]
         lanes = b["chan_lanes"]
         assert 1 <= lanes <= 32 and lanes & (lanes - 1) == 0 and b["threads_per_group"] % lanes == 0
+
+
+@pytest.mark.parametrize("optin,fits", [(232448, True), (166912, False), (49152, False)])
+def test_onchip_groups_up_to_the_devices_optin_limit(optin, fits):
+    """ResNet-50 stage 1 at batch 32 (groups of 8 x 3136 fp32 = 98 KiB, 1024 of them): on chip,
+    one group per CTA, where the device's opt-in limit holds x (forward) and x + dy (backward:
+    196 KiB on sm_90; not within an A100's 163 KiB, nor without the opt-in)."""
+    p = groupnorm_cuda.cuda_launch_plan((32, 256, 56, 56), 32, max_shared_mem_per_block=optin)
+    fwd, bwd = p["forward"], p["backward"]
+    assert [l["kernel"] for l in fwd] == (["gn_fwd_onchip"] if optin > 49152 else ["gn_fwd_stats", "gn_fwd_apply"])
+    assert (bwd[0]["kernel"] == "gn_bwd_onchip") == fits
+    for l in fwd + bwd:
+        assert l["shared_mem_bytes"] <= optin, l
+    if fwd[0]["kernel"] == "gn_fwd_onchip":
+        assert fwd[0]["groups_per_block"] == 1 and fwd[0]["dynamic_shared_mem_bytes"] == 8 * 3136 * 4
+        assert p["traffic"]["forward"]["ratio"] == 1.0
+    if fits:
+        assert bwd[0]["dynamic_shared_mem_bytes"] == 2 * 8 * 3136 * 4
+        # at the floor, up to the per-(n, c) dweight / dbias partials that gn_bwd_params reduces
+        assert 1.0 < p["traffic"]["backward"]["ratio"] < 1.001
+    with pytest.raises(ValueError, match="max_shared_mem_per_block"):
+        groupnorm_cuda.cuda_launch_plan((2, 8, 4, 4), 2, max_shared_mem_per_block=1024)
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 1024, 1024), (1, 512, 512, 512), (1, 128, 256, 256)])

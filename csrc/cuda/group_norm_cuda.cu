@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <mutex>
 #include <optional>
@@ -27,17 +28,24 @@
 namespace groupnorm_cuda {
 namespace {
 
-int64_t sm_count(int device) {
+// What the planner needs to know of a device (plan::DeviceProblem), read once per device.
+struct DeviceLimits {
+  int64_t sm_count = 0, smem_optin = 0;
+};
+DeviceLimits device_limits(int device) {
   static std::mutex mu;
-  static std::vector<int> cache;
+  static std::vector<DeviceLimits> cache;
   std::lock_guard<std::mutex> lock(mu);
-  if (device >= static_cast<int>(cache.size())) cache.resize(device + 1, 0);
-  if (cache[device] == 0) {
-    int count = 0;
+  if (device >= static_cast<int>(cache.size())) cache.resize(device + 1);
+  DeviceLimits& d = cache[device];
+  if (d.sm_count == 0) {
+    int count = 0, optin = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cache[device] = count > 0 ? count : 1;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    d.smem_optin = std::max<int64_t>(optin, plan::kSmemBudgetBytes);
+    d.sm_count = count > 0 ? count : 1;
   }
-  return cache[device];
+  return d;
 }
 
 // The kernels' element type of a dispatch type (common/dispatch.h): CUDA's own half types.
@@ -62,7 +70,9 @@ void* workspace(at::Tensor& ws, size_t bytes, const at::Tensor& like) {
 plan::DeviceProblem on_device(const Problem& prob, const at::Tensor& x) {
   plan::DeviceProblem d;
   static_cast<Problem&>(d) = prob;
-  d.sm_count = sm_count(x.get_device());
+  const DeviceLimits lim = device_limits(x.get_device());
+  d.sm_count = lim.sm_count;
+  d.smem_optin = lim.smem_optin;
   return d;
 }
 

@@ -11,8 +11,10 @@
 // Schedules (M = D * HxW elements per group (n, g), NG = N * G groups):
 //   forward OnChip : gn_fwd_onchip. gpb groups per CTA, tpg threads per group, each group's
 //                    data parked in shared memory between the statistics and the epilogue:
-//                    1 read + 1 write. Chosen when a group fits (<= 32 KiB) and either there
-//                    are enough CTAs (>= 2 per SM) or the group is too small to split.
+//                    1 read + 1 write. Chosen when a group fits (up to the opt-in limit, 227
+//                    KiB on sm_90, 163 KiB on sm_80, less the static buffers; several groups
+//                    share a CTA only within 48 KiB) and either there are enough CTAs (>= 2
+//                    per SM) or the group is too small to split.
 //   forward Split  : gn_fwd_stats + gn_fwd_apply. Each group cut into `splits` chunks of
 //                    `chunk` vectors; partial (count, mean, M2) in an fp32 (fp64) workspace,
 //                    merged in a fixed order by every apply CTA: 2 reads + 1 write.
@@ -23,7 +25,7 @@
 //   backward OnChip: gn_bwd_onchip + gn_bwd_params. A group's x and dy parked in shared
 //                    memory between the reductions and dx: reads x and dy once, writes dx
 //                    (3 accesses, SiLU included). Chosen on the same terms as the forward's
-//                    on-chip schedule when x and dy of a group fit (<= 24 KiB each).
+//                    on-chip schedule when x and dy of a group fit together.
 //   backward Split : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
 //                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
 //                    6 with SiLU).

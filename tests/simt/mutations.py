@@ -107,6 +107,19 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect=("FAIL launcher:block:gn_bwd_params",),
         stream="stdout",
     ),
+    # (f) a launch past 48 KiB of dynamic shared memory without raising the kernel's limit (on
+    # a GPU: cudaErrorInvalidValue at launch); the emulator must refuse it as CUDA does.
+    Mutation(
+        name="f_missing_smem_optin",
+        file="launch.cuh",
+        old="  if (bytes > kGnDefaultDynamicSmem) ::simt::set_max_dynamic_shared(kernel, bytes);",
+        new="  (void)kernel; (void)bytes;  // MUTATION f: no cudaFuncSetAttribute",
+        mode="plain",
+        what="the shared-memory opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize) left out before a large launch",
+        args=("--case-filter", "f32_big_onchip512_nchw"),
+        expect=("SIMT ERROR:", "MaxDynamicSharedMemorySize"),
+        expect_rc=87,
+    ),
 ]}
 
 

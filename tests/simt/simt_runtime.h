@@ -711,10 +711,42 @@ inline std::vector<LaunchRecord>& launch_log() {
   return log;
 }
 
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): without it
+// a launch may ask for at most 48 KiB of dynamic shared memory.
+inline std::vector<std::pair<const void*, size_t>>& max_dynamic_shared_table() {
+  static std::vector<std::pair<const void*, size_t>> t;
+  return t;
+}
+template <typename... P>
+void set_max_dynamic_shared(void (*kernel)(P...), size_t bytes) {
+  if (bytes > 232448)
+    detail::fail("cudaFuncSetAttribute(MaxDynamicSharedMemorySize, %zu) > 227 KiB (sm_90 opt-in maximum): "
+                 "cudaErrorInvalidValue", bytes);
+  std::lock_guard<std::mutex> lock(detail::launch_mutex());
+  for (auto& e : max_dynamic_shared_table())
+    if (e.first == reinterpret_cast<const void*>(kernel)) {
+      e.second = bytes;
+      return;
+    }
+  max_dynamic_shared_table().push_back({reinterpret_cast<const void*>(kernel), bytes});
+}
+
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch: wrong number of kernel arguments");
   if (!kernel) detail::fail("simt::launch: null kernel pointer");
+  if (smem_bytes > 48 * 1024) {
+    size_t allowed = 48 * 1024;
+    {
+      std::lock_guard<std::mutex> lock(detail::launch_mutex());
+      for (const auto& e : max_dynamic_shared_table())
+        if (e.first == reinterpret_cast<const void*>(kernel)) allowed = e.second;
+    }
+    if (smem_bytes > allowed)
+      detail::fail("invalid launch configuration: %zu bytes of dynamic shared memory > the kernel's "
+                   "MaxDynamicSharedMemorySize (%zu; raise it with cudaFuncSetAttribute first)",
+                   smem_bytes, allowed);
+  }
   {
     std::lock_guard<std::mutex> lock(detail::launch_mutex());
     launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes});

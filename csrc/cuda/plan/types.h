@@ -59,10 +59,13 @@ struct Launch {
 
 // ---------------------------------------------------------------------------------------
 // Tunables.
-constexpr int64_t kOnChipMaxGroupBytes = 32 * 1024;  // a group parked in shared memory
-constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // static + dynamic smem per CTA (no opt-in)
+constexpr int64_t kSmemBudgetBytes = 48 * 1024;      // static + dynamic smem per CTA without the opt-in
 constexpr int64_t kStaticSmemBytes = 3 * 32 * 8;     // the largest static buffer (red[3][32] of double)
-constexpr int64_t kDynSmemBytes = kSmemBudgetBytes - kStaticSmemBytes;  // dynamic smem per CTA
+constexpr int64_t kDynSmemBytes = kSmemBudgetBytes - kStaticSmemBytes;  // dynamic smem per CTA, no opt-in
+// Shared memory per block with cudaFuncAttributeMaxDynamicSharedMemorySize
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin): 227 KiB on sm_90, 163 KiB on sm_80.
+constexpr int64_t kSmemOptinSm90 = 232448;
+constexpr int64_t kSmemOptinSm80 = 166912;
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
 constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward (backward: kMaxBlock)
@@ -73,7 +76,8 @@ enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2 };
 
 // The problem (common/problem.h) on a device: what the planner needs to know of the GPU.
 struct DeviceProblem : Problem {
-  int64_t sm_count = 132;  // streaming multiprocessors
+  int64_t sm_count = 132;               // streaming multiprocessors
+  int64_t smem_optin = kSmemOptinSm90;  // shared memory per block with the opt-in (static included)
 };
 
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
@@ -160,7 +164,15 @@ inline void validate(const DeviceProblem& p) {
   if (p.N < 0 || p.C <= 0 || p.HxW < 0 || p.G <= 0 || p.C % p.G != 0)
     throw std::invalid_argument("groupnorm_cuda launch plan: need N >= 0, C > 0, G > 0, C % G == 0");
   if (p.sm_count <= 0) throw std::invalid_argument("groupnorm_cuda launch plan: sm_count must be positive");
+  if (p.smem_optin < kSmemBudgetBytes)
+    throw std::invalid_argument("groupnorm_cuda launch plan: smem_optin must be at least 48 KiB");
 }
+
+// Dynamic shared memory one CTA of an on-chip kernel may take (the opt-in limit less the
+// kernels' static buffers). Only a CTA holding a single group goes past kDynSmemBytes: groups
+// small enough to share a CTA are packed within the default 48 KiB, which keeps several CTAs
+// per SM.
+inline int64_t onchip_smem_limit(const DeviceProblem& p) { return p.smem_optin - kStaticSmemBytes; }
 
 // 16-byte vectors when every vector lies inside one row of the 2-D view of a group and
 // all vector offsets are multiples of the width (pointer alignment is checked at launch).
@@ -205,7 +217,7 @@ inline WalkPlan plan_walk(const DeviceProblem& p, int64_t vec, const Overrides& 
 }
 
 // On-chip walk: one group per `tpg` (<= max_tpg) threads, `gpb` groups per CTA, each group
-// owning `slot_bytes` of dynamic shared memory.
+// owning `slot_bytes` of dynamic shared memory (gpb > 1 only within kDynSmemBytes).
 inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slot_bytes, int64_t max_tpg,
                                  const Overrides& ov) {
   const int64_t NG = p.N * p.G;
@@ -218,7 +230,7 @@ inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slo
   while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
   if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
   if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
-  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, kDynSmemBytes / slot_bytes}));
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, std::max<int64_t>(1, kDynSmemBytes / slot_bytes)}));
   on.grid = ceil_div(NG, on.gpb);
   return on;
 }
