@@ -120,3 +120,14 @@ def test_sass_rules_on_a_listing():
     assert any("local memory" in b for b in bad) and any("split store" in b for b in bad)
     assert any("no 128-bit global store" in b for b in bad)
     assert check_sass.check_kernel("gn_bwd_params", "float", None, insns[:1], check_sass.stats(insns[:1])) == []
+    # An on-chip kernel with one 128-bit load (the streaming loop not batched) fails the batch rule.
+    onchip = check_sass.parse_sass("""
+        Function : _Z1kv
+        /*0040*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0050*/                   STS.128 [R7], R4 ;
+        /*0060*/                   LDS.128 R8, [R7] ;
+        /*0070*/                   STG.E.128 desc[UR10][R38.64], R8 ;
+""")["_Z1kv"]
+    bad = check_sass.check_kernel("gn_fwd_onchip", "float", 4, onchip, check_sass.stats(onchip))
+    assert bad == ["1 128-bit global loads, fewer than the load batch (4 in flight per thread)"], bad
+    assert check_sass.check_kernel("gn_fwd_onchip", "__half", 8, onchip * 2, check_sass.stats(onchip * 2)) == []

@@ -12,7 +12,11 @@ per-kernel table of memory instructions and fails when:
     the split nvcc makes of an aggregate copy);
   * a vector-path kernel that reads a tensor (x, dy) has no 128-bit global load;
   * an on-chip kernel reads its shared-memory tile back as split narrow loads, or with no
-    128-bit shared load at all.
+    128-bit shared load at all;
+  * an on-chip kernel streams its group with fewer 128-bit global loads than its load batch
+    (common.cuh kLoadBatch: 4 vectors per thread in flight for float, 2 for 16-bit types;
+    the backward's batch covers x and dy): one load in flight per thread cannot keep HBM busy
+    when a CTA of 227 KiB is alone on its SM.
 
 Scalar loads and stores of parameters and statistics (weight, bias, mean, rstd, partial sums)
 are legitimate and not counted against a kernel; 8-byte scalars (float64) are not checked for
@@ -48,6 +52,8 @@ READS_TENSOR = WRITES_TENSOR | {"gn_fwd_stats", "gn_fwd_stats_rows", "gn_bwd_sum
                                 "gn_bwd_sums_rows"}
 ONCHIP = {"gn_fwd_onchip", "gn_bwd_onchip"}
 ELEM_BYTES = {"float": 4, "double": 8, "__half": 2, "__nv_bfloat16": 2}
+# Fewest 128-bit global loads of an on-chip kernel's streaming loop (kLoadBatch in common.cuh).
+ONCHIP_MIN_LDG128 = {"float": 4, "__half": 2, "__nv_bfloat16": 2, "double": 1}
 
 
 def find_cuobjdump():
@@ -159,6 +165,9 @@ def check_kernel(short, elem, v, insns, s):
         if not s["LDS.128"]:
             bad.append("shared tile never read with a 128-bit load")
         bad += [f"split tile read: {g}" for g in split_accesses(insns, "LDS")]
+        need = ONCHIP_MIN_LDG128.get(elem, 1)
+        if s["LDG.128"] < need:
+            bad.append(f"{s['LDG.128']} 128-bit global loads, fewer than the load batch ({need} in flight per thread)")
     return bad
 
 

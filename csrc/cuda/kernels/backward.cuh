@@ -337,14 +337,27 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   Welford<A> st = welford_zero<A>();
   Walk w;
   w.init(gs.e_begin + gs.lt, tpg, geo.K);
-  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
-    const int64_t off = base + w.row * geo.RS + w.col * V;
-    const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-    // read back by this same thread in steps 2 and 4; step 3 follows a barrier
-    store_tile<T, V>(xt, e, xv);
-    store_tile<T, V>(dt, e, load_vec<T, V>(p.dy, off));
-    if (p.silu) accumulate_vec<T, V>(st, xv, s);
-    w.advance();
+  constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;  // x and dy: 2 * B loads in flight
+  for (int64_t e0 = gs.e_begin + gs.lt; e0 < gs.e_end; e0 += B * tpg) {
+    Vec<T, V> xv[B], dv[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < gs.e_end) {
+        const int64_t off = base + w.row * geo.RS + w.col * V;
+        xv[u] = load_vec<T, V>(p.x, off);
+        dv[u] = load_vec<T, V>(p.dy, off);
+        w.advance();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < gs.e_end) {
+        // read back by this same thread in steps 2 and 4; step 3 follows a barrier
+        store_tile<T, V>(xt, e0 + u * tpg, xv[u]);
+        store_tile<T, V>(dt, e0 + u * tpg, dv[u]);
+        if (p.silu) accumulate_vec<T, V>(st, xv[u], s);
+      }
+    }
   }
   A r = A(0);
   if (p.silu) {

@@ -4,6 +4,8 @@
 // the math helpers below, shuffles with explicit full masks.
 #pragma once
 
+#include <type_traits>
+
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -110,6 +112,16 @@ template <typename T, int V> __device__ inline void store_vec(T* __restrict__ p,
   memcpy(&r, &v, sizeof(r));
   *reinterpret_cast<raw_t<T, V>*>(p + off) = r;
 }
+
+// Bytes in flight: the on-chip kernels stream a group from global memory in batches of
+// kLoadBatch vectors per thread (per tensor), every load of a batch issued before the first is
+// used. A single-group CTA can be the only one on its SM (the shared-memory opt-in), and one
+// 16-byte load per thread in flight is far from what the memory system needs to run at full
+// bandwidth. The order in which the loaded values are used, and so every sum, is unchanged.
+// Four vectors for float, two for the 16-bit types (8 elements per vector), one for double:
+// larger batches do not fit gn_fwd_onchip's 64 registers without spills (tools/check_ptxas.py).
+template <typename T>
+constexpr int kLoadBatch = std::is_same<T, float>::value ? 4 : std::is_same<T, double>::value ? 1 : 2;
 
 // Element e of a shared-memory tile of vectors. Writes are one STS.128 from C++; reads of 16
 // bytes are one ld.shared.v4 (the "memory" clobber keeps them after this thread's writes).

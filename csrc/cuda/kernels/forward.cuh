@@ -66,8 +66,12 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
   return out;
 }
 
+// At most 512 threads per CTA, two CTAs per SM by registers (<= 64 each): a CTA can take a
+// whole SM's worth of shared memory, but smaller groups keep two resident.
+constexpr int kFwdOnChipMaxThreads = 512;
+
 template <typename T, typename W, int V>
-__global__ void gn_fwd_onchip(FwdParams<T, W> p) {
+__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdParams<T, W> p) {
   using A = acc_t<T>;
   __shared__ A red[3][32];
   const Geometry& geo = p.geo;
@@ -80,11 +84,24 @@ __global__ void gn_fwd_onchip(FwdParams<T, W> p) {
   Welford<A> st = welford_zero<A>();
   Walk w;
   w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
-  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
-    const Vec<T, V> v = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
-    store_tile<T, V>(tile, e, v);  // read back below by this same thread: no barrier needed
-    accumulate_vec<T, V>(st, v, s);
-    w.advance();
+  const int64_t tpg = p.sched.tpg;
+  constexpr int B = kLoadBatch<T>;
+  for (int64_t e0 = gs.e_begin + gs.lt; e0 < gs.e_end; e0 += B * tpg) {
+    Vec<T, V> v[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < gs.e_end) {
+        v[u] = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
+        w.advance();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < gs.e_end) {
+        store_tile<T, V>(tile, e0 + u * tpg, v[u]);  // read back below by this same thread: no barrier needed
+        accumulate_vec<T, V>(st, v[u], s);
+      }
+    }
   }
   group_welford(st, red, p.sched.tpg);
   const A m = st.mean;

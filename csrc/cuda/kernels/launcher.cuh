@@ -24,6 +24,10 @@
 static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels::kNhwcSumsMaxThreads,
               "gn_bwd_sums_nhwc red[] is sized for the planner's block");
 
+// gn_fwd_onchip's launch bound is the planner's on-chip forward block limit.
+static_assert(groupnorm_cuda::plan::kMaxOnChipTpg == groupnorm_cuda::kernels::kFwdOnChipMaxThreads,
+              "gn_fwd_onchip __launch_bounds__ must match the planner's block limit");
+
 namespace groupnorm_cuda {
 namespace kernels {
 

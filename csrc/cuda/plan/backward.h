@@ -157,7 +157,7 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   // CTA per SM.
   const int64_t Mv = D * p.HxW / V;
   const int64_t slot2 = 2 * round_up(Mv * V * elem_size(p.dtype), 16);
-  const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, ov);
+  const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, 1024, ov);
   if (choose_onchip(p, ov, slot2 <= onchip_smem_limit(p), on, b.walk)) {
     plan_backward_onchip(b, on, slot2, b.walk.max_splits);
     return b;

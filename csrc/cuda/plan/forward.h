@@ -23,7 +23,7 @@ inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}
   // On-chip candidate.
   f.slot_bytes = round_up(Mv * f.vec * elem_size(p.dtype), 16);
   const bool fits = f.slot_bytes <= onchip_smem_limit(p);
-  const WalkPlan on = plan_onchip_walk(p, Mv, f.slot_bytes, kMaxOnChipTpg, ov);
+  const WalkPlan on = plan_onchip_walk(p, Mv, f.slot_bytes, kMaxOnChipTpg, kMaxOnChipTpg, ov);
   const WalkPlan split = plan_walk(p, f.vec, ov);
   const bool use_onchip = choose_onchip(p, ov, fits, on, split);
 

@@ -68,7 +68,8 @@ constexpr int64_t kSmemOptinSm90 = 232448;
 constexpr int64_t kSmemOptinSm80 = 166912;
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
-constexpr int64_t kMaxOnChipTpg = 512;               // threads per group, on-chip forward (backward: kMaxBlock)
+constexpr int64_t kMaxOnChipTpg = 512;               // threads per CTA, on-chip forward (== kernels::kFwdOnChipMaxThreads;
+                                                     // backward: kMaxBlock per group)
 constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
 constexpr int64_t kMaxGridX = 2147483647;
 
@@ -217,9 +218,10 @@ inline WalkPlan plan_walk(const DeviceProblem& p, int64_t vec, const Overrides& 
 }
 
 // On-chip walk: one group per `tpg` (<= max_tpg) threads, `gpb` groups per CTA, each group
-// owning `slot_bytes` of dynamic shared memory (gpb > 1 only within kDynSmemBytes).
+// owning `slot_bytes` of dynamic shared memory (gpb > 1 only within kDynSmemBytes), at most
+// max_block threads per CTA (the kernel's launch bound), overrides included.
 inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slot_bytes, int64_t max_tpg,
-                                 const Overrides& ov) {
+                                 int64_t max_block, const Overrides& ov) {
   const int64_t NG = p.N * p.G;
   WalkPlan on;
   on.splits = 1;
@@ -228,9 +230,9 @@ inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slo
   on.tpg = clamp64(pow2_ceil(ceil_div(Mv, 4)), 32, max_tpg);
   on.gpb = std::max<int64_t>(1, std::min(kMaxBlock / on.tpg, kDynSmemBytes / slot_bytes));
   while (on.gpb > 1 && ceil_div(NG, on.gpb) < min_ctas(p)) on.gpb /= 2;
-  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, 1024);
+  if (ov.threads_per_group > 0) on.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, max_block);
   if (ov.groups_per_block > 0) on.gpb = ov.groups_per_block;
-  on.gpb = std::max<int64_t>(1, std::min({on.gpb, 1024 / on.tpg, std::max<int64_t>(1, kDynSmemBytes / slot_bytes)}));
+  on.gpb = std::max<int64_t>(1, std::min({on.gpb, max_block / on.tpg, std::max<int64_t>(1, kDynSmemBytes / slot_bytes)}));
   on.grid = ceil_div(NG, on.gpb);
   return on;
 }
