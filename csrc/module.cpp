@@ -22,6 +22,7 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
     d["block"] = py::make_tuple(l.block[0], l.block[1], l.block[2]);
     d["shared_mem_bytes"] = l.shared_mem_bytes;
     d["dynamic_shared_mem_bytes"] = l.dynamic_smem_bytes;
+    d["cluster"] = py::make_tuple(l.cluster, 1, 1);
     d["dram_read_bytes"] = l.bytes_read;
     d["dram_write_bytes"] = l.bytes_written;
     for (const auto& kv : l.params) d[py::str(kv.first)] = kv.second;
@@ -32,9 +33,9 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
 
 // The launches the CUDA backend would make for `input` (any device, meta included): the same
 // checks and Problem as the op (common/checks.h), planned for a GPU of `sm_count` SMs and
-// `smem_optin` bytes of shared memory per block with the opt-in.
+// `smem_optin` bytes of shared memory per block with the opt-in, clusters of up to `max_cluster` CTAs.
 py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std::string& activation,
-                          int64_t sm_count, int64_t smem_optin) {
+                          int64_t sm_count, int64_t smem_optin, int64_t max_cluster) {
   groupnorm_cuda::check_forward_inputs(input, nullptr, nullptr, num_groups);
   TORCH_CHECK_VALUE(sm_count > 0, "cuda_launch_plan: sm_count must be positive, got ", sm_count);
   TORCH_CHECK_VALUE(smem_optin >= plan::kSmemBudgetBytes,
@@ -43,6 +44,9 @@ py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std
   static_cast<groupnorm_cuda::Problem&>(p) = groupnorm_cuda::make_problem(input, num_groups, activation);
   p.sm_count = sm_count;
   p.smem_optin = smem_optin;
+  TORCH_CHECK_VALUE(max_cluster >= 1 && max_cluster <= 16, "cuda_launch_plan: max_cluster_size must be in [1, 16], got ",
+                    max_cluster);
+  p.max_cluster = max_cluster;
   const plan::Described plans = plan::describe(p);
   auto traffic = [](const plan::Traffic& t) {
     py::dict d;
@@ -79,5 +83,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_huge_pages", &groupnorm_cuda::cpu::set_huge_pages, py::arg("on"),
         "Huge pages for fresh CPU outputs on / off (where the machine gives them; for A/B measurements)");
   m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels for an input (pure host function)",
-        py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"), py::arg("smem_optin"));
+        py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"), py::arg("smem_optin"),
+        py::arg("max_cluster"));
 }

@@ -31,14 +31,17 @@ def cuda_launch_plan(
     sm_count: int = 132,
     activation: Optional[str] = None,
     max_shared_mem_per_block: int = 232448,
+    max_cluster_size: int = 8,
 ) -> dict:
     """The CUDA launches groupnorm_cuda would make for an input of this shape, on a GPU with
-    ``sm_count`` SMs and ``max_shared_mem_per_block`` bytes of shared memory per block with the
-    opt-in (the defaults describe an H100/H200: 132 SMs, 227 KiB; an A100 has 108 and 166912).
+    ``sm_count`` SMs, ``max_shared_mem_per_block`` bytes of shared memory per block with the
+    opt-in and thread-block clusters of up to ``max_cluster_size`` CTAs (the defaults describe
+    an H100/H200: 132 SMs, 227 KiB, 8; an A100 has 108, 166912 and no clusters: 1).
 
     Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
     at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes" (per CTA in all),
-    "dynamic_shared_mem_bytes" (what the launch requests), and the modeled
+    "dynamic_shared_mem_bytes" (what the launch requests), "cluster" (3 ints: CTAs per
+    thread-block cluster), and the modeled
     global-memory "dram_read_bytes" / "dram_write_bytes"; "traffic" has, per direction,
     "read_bytes", "write_bytes", "floor_bytes" and "ratio" (total / floor). The model and its
     assumptions: csrc/cuda/plan/traffic.h. The input is checked as
@@ -47,4 +50,4 @@ def cuda_launch_plan(
     """
     x = _example_input(shape, dtype, memory_format)
     return _C.cuda_launch_plan(x, int(num_groups), _activation_name(activation), int(sm_count),
-                               int(max_shared_mem_per_block))
+                               int(max_shared_mem_per_block), int(max_cluster_size))

@@ -21,9 +21,23 @@ def _schedule(shape, g, dtype, memory_format):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("activation", [None, "silu"])
 def test_split_schedule_large_groups(dtype, layout, activation):
-    shape, g = (1, 64, 192, 160), 8  # groups of 8 x 30720 elements: split across CTAs
+    shape, g = (1, 64, 384, 320), 8  # groups of 8 x 122880 elements: more than a cluster holds
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert "gn_fwd_stats" in _schedule(shape, g, dtype, fmt), "expected the split schedule"
+    x = make_input(shape, dtype, layout, "cuda")
+    w, b = make_params(shape[1], dtype, "both", "cuda")
+    check_case(x, g, w, b, activation=activation)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_cluster_schedule(dtype, layout, activation):
+    if torch.cuda.get_device_capability(0) < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    shape, g = (1, 64, 192, 160), 8  # groups of 8 x 30720 elements: a group per cluster of CTAs
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert _schedule(shape, g, dtype, fmt) == ["gn_fwd_cluster"], "expected the cluster schedule"
     x = make_input(shape, dtype, layout, "cuda")
     w, b = make_params(shape[1], dtype, "both", "cuda")
     check_case(x, g, w, b, activation=activation)

@@ -30,12 +30,14 @@ import groupnorm_cuda  # noqa: E402
 from groupnorm_cuda.reference import FLOOR, reference, rel_err  # noqa: E402
 
 # Small inputs that between them take every schedule and code path of the CUDA planner:
-# on-chip (one and several groups per CTA), split, channels-last rows, scalar (HxW % V != 0),
+# on-chip (one and several groups per CTA), a group per cluster (sm_90), split (a group larger
+# than a cluster holds), channels-last rows, scalar (HxW % V != 0),
 # a misaligned view, half types with float32 parameters, SiLU.
 SANITIZER_SET = [
     "2x64x8x8_g8:float32:nchw:silu",
     "2x64x8x8_g8:bfloat16:channels_last:none",
     "1x64x192x160_g8:float32:nchw:none",
+    "1x64x384x320_g8:bfloat16:nchw:silu",
     "1x64x192x160_g8:float16:channels_last:silu",
     "2x40x17x19_g8:float32:channels_last:silu",
     "2x40x17x19_g8:bfloat16:channels_last:none",

@@ -30,7 +30,7 @@ namespace {
 
 // What the planner needs to know of a device (plan::DeviceProblem), read once per device.
 struct DeviceLimits {
-  int64_t sm_count = 0, smem_optin = 0;
+  int64_t sm_count = 0, smem_optin = 0, max_cluster = 1;
 };
 DeviceLimits device_limits(int device) {
   static std::mutex mu;
@@ -42,6 +42,9 @@ DeviceLimits device_limits(int device) {
     int count = 0, optin = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    int clusters = 0;  // thread-block clusters (sm_90+): up to 8 CTAs, the portable size
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
+    d.max_cluster = clusters ? 8 : 1;
     d.smem_optin = std::max<int64_t>(optin, plan::kSmemBudgetBytes);
     d.sm_count = count > 0 ? count : 1;
   }
@@ -73,6 +76,7 @@ plan::DeviceProblem on_device(const Problem& prob, const at::Tensor& x) {
   const DeviceLimits lim = device_limits(x.get_device());
   d.sm_count = lim.sm_count;
   d.smem_optin = lim.smem_optin;
+  d.max_cluster = lim.max_cluster;
   return d;
 }
 

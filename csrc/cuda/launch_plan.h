@@ -15,6 +15,11 @@
 //                    KiB on sm_90, 163 KiB on sm_80, less the static buffers; several groups
 //                    share a CTA only within 48 KiB) and either there are enough CTAs (>= 2
 //                    per SM) or the group is too small to split.
+//   forward Cluster: gn_fwd_cluster (sm_90). Where the on-chip schedule does not apply (the group
+//                    does not fit one CTA, or too few groups) and the group is a whole number of
+//                    16-byte vectors: a group per thread-block cluster of 2-8 CTAs, each CTA
+//                    parking one chunk in its shared memory, the partial statistics exchanged
+//                    through distributed shared memory: 1 read + 1 write.
 //   forward Split  : gn_fwd_stats + gn_fwd_apply. Each group cut into `splits` chunks of
 //                    `chunk` vectors; partial (count, mean, M2) in an fp32 (fp64) workspace,
 //                    merged in a fixed order by every apply CTA: 2 reads + 1 write.
@@ -26,6 +31,10 @@
 //                    memory between the reductions and dx: reads x and dy once, writes dx
 //                    (3 accesses, SiLU included). Chosen on the same terms as the forward's
 //                    on-chip schedule when x and dy of a group fit together.
+//   backward Cluster: gn_bwd_cluster + gn_bwd_params (sm_90), on the forward's cluster terms with
+//                    x and dy of a chunk per CTA: reads x and dy once, writes dx; the SiLU
+//                    statistics and the group sums go through distributed shared memory, the
+//                    dweight/dbias terms per (n, rank, c) to gn_bwd_params.
 //   backward Split : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
 //                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
 //                    6 with SiLU).

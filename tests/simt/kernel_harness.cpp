@@ -115,7 +115,7 @@ enum Mask { ALL = 0, DX_ONLY = 1, PARAMS_ONLY = 2 };
 enum Tag : unsigned { T_QUICK = 1, T_TSAN = 2, T_ASAN = 4, T_MUT = 8 };
 
 struct Expect {  // what the plan must look like (else the case FAILS: coverage is asserted)
-  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows
+  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows, 3 cluster
   int bwd_sched = -1;     // -1 any, 0 on-chip, 1 split
   int vec = 0;            // 0 any, 1 scalar, 2 vectorized (> 1)
   bool gpb_gt1 = false;   // on-chip: several groups per CTA
@@ -137,12 +137,16 @@ struct Case {
   bool misalign;
   unsigned tags;
   Expect ex;
+  int64_t max_cluster = 8;  // thread-block clusters of the emulated device (1: none, as sm_80)
 };
 
 static int g_failures = 0;
 
 static const char* sched_name(P::Schedule s) {
-  return s == P::Schedule::OnChip ? "onchip" : (s == P::Schedule::Rows ? "rows" : "split");
+  return s == P::Schedule::OnChip ? "onchip"
+         : s == P::Schedule::Rows  ? "rows"
+         : s == P::Schedule::Cluster ? "cluster"
+                                     : "split";
 }
 
 // The kernel a plan entry names, instantiated here independently of the launcher (vec: the
@@ -167,6 +171,8 @@ const void* kernel_of_v(P::Kernel id) {
   if constexpr (V > 1) {
     switch (id) {
       case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
+      case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, V>);
+      case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, V>);
       case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, V>);
       case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
       case P::Kernel::BwdDxRows: return fn(&K::gn_bwd_dx_rows<T, W, V>);
@@ -223,6 +229,7 @@ static void run_case(const Case& cs) {
   pb.layout = cs.cl ? groupnorm_cuda::Layout::ChannelsLast : groupnorm_cuda::Layout::Contiguous;
   pb.act = act;
   pb.sm_count = cs.sm;
+  pb.max_cluster = cs.max_cluster;
   K::ForwardArgs<T, W> fa{x.p, w.p, b.p, y.p, mean.p, rstd.p, 1e-5};
   const P::ForwardPlan fp0 = P::plan_forward(pb, cs.ov);
   const P::ForwardPlan fp = K::fit_forward_plan(fa, fp0);
@@ -272,6 +279,7 @@ static void run_case(const Case& cs) {
     if (r.block.x != l.block[0] || r.block.y != l.block[1] || r.block.z != l.block[2])
       why += " launcher:block:" + l.kernel;
     if (static_cast<int64_t>(r.smem_bytes) != l.dynamic_smem_bytes) why += " launcher:smem:" + l.kernel;
+    if (static_cast<int64_t>(r.cluster_x) != l.cluster) why += " launcher:cluster:" + l.kernel;
   }
 
   // ---------------------------------------------------------------- reference (long double)
@@ -518,10 +526,38 @@ static std::vector<Case> make_cases() {
       T_TSAN | T_ASAN, [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 512; return e; }());
   add("f32_big_onchip_optin_silu_nhwc", DT::F32, false, 2, 16, 1024, 1, true, true, true, true, ov_onchip(0, 0),
       Q | T_ASAN, [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 512; return e; }());
+  // Thread-block clusters (forward): a group per cluster of 2-4 CTAs, chunks in each CTA's shared
+  // memory, partials through distributed shared memory; both layouts, SiLU, large mean, 16-bit
+  // types, a cluster of 3 (uneven chunks), and the planner's own choice (sm_count = 4).
+  {
+    P::Overrides c4; c4.schedule = P::Schedule::Cluster; c4.splits = 4;
+    P::Overrides c3 = c4; c3.splits = 3;
+    P::Overrides c2t = c4; c2t.splits = 2; c2t.threads_per_group = 64;
+    Expect eC; eC.fwd_sched = 3; eC.bwd_sched = 3; eC.vec = 2;
+    add("f32_cluster4_nchw", DT::F32, false, 2, 16, 64, 2, false, false, true, true, c4, Q | T_TSAN | T_ASAN | T_MUT, eC);
+    add("f32_cluster4_silu_nhwc", DT::F32, false, 2, 16, 64, 2, true, true, true, true, c4, Q | T_TSAN | T_ASAN, eC);
+    add("f32_cluster3_nhwc", DT::F32, false, 3, 8, 50, 2, true, false, false, true, c3, Q | T_ASAN, eC);
+    add("f32_cluster2_tpg64_mean1e4_nchw", DT::F32, false, 2, 8, 256, 1, false, true, true, true, c2t, Q, eC, ALL,
+        1e4, 1e-2);
+    add("bf16_cluster4_silu_nhwc", DT::BF16, true, 2, 32, 64, 2, true, true, true, true, c4, Q | T_TSAN, eC);
+    add("f16_cluster4_nchw", DT::F16, false, 2, 16, 64, 2, false, false, true, false, c4, Q, eC);
+    add("f32_cluster_auto_nchw", DT::F32, false, 1, 8, 1024, 2, false, false, true, true, AUTO, Q, eC);
+    add("f32_cluster4_mask_dx_only_nhwc", DT::F32, false, 2, 16, 64, 2, true, true, true, true, c4, Q | T_TSAN, eC,
+        DX_ONLY);
+    add("f32_cluster4_mask_params_only_nchw", DT::F32, false, 2, 16, 64, 2, false, true, true, true, c4, Q | T_ASAN,
+        eC, PARAMS_ONLY);
+    add("f32_cluster3_hw1_d96_nchw", DT::F32, false, 2, 96, 4, 1, false, true, true, true, c3, Q, eC);
+    // chunk boundaries inside a channel (NCHW: 80 of a channel's 60 elements) and inside a row
+    // of channels (NHWC: 5 vectors per chunk, 2 per row)
+    add("f32_cluster3_split_channel_nchw", DT::F32, false, 2, 8, 60, 2, false, true, true, true, c3, Q | T_TSAN, eC);
+    add("f32_cluster4_split_row_silu_nhwc", DT::F32, false, 2, 16, 9, 2, true, true, true, true, c4, Q | T_ASAN, eC);
+  }
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());
+  v.back().max_cluster = 1;  // a device without clusters (sm_80): the split schedule
   add("f32_big_auto_nhwc", DT::F32, false, 2, 64, 64, 2, true, false, true, true, AUTO, 0,
       [] { Expect e; e.pieces_gt1 = true; e.vec = 2; return e; }());
+  v.back().max_cluster = 1;
   add("f32_big_auto_onchip256_nhwc", DT::F32, false, 2, 32, 128, 4, true, true, true, false, AUTO, T_TSAN,
       [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
   add("f32_big_auto_onchip256_nchw", DT::F32, false, 2, 32, 128, 4, false, true, true, true, AUTO, T_ASAN,

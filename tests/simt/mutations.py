@@ -43,6 +43,7 @@ class Mutation:
     # where `expect` is looked for: "stderr" (sanitizer / SIMT reports, which name the mutated
     # file) or "stdout" (the harness's own FAIL reasons)
     stream: str = "stderr"
+    located: bool = True  # the report names the mutated file (sanitizer / device-side reports do)
 
 
 MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
@@ -119,6 +120,42 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         args=("--case-filter", "f32_big_onchip512_nchw"),
         expect=("SIMT ERROR:", "MaxDynamicSharedMemorySize"),
         expect_rc=87,
+        located=False,  # a host-side launch error
+    ),
+    # (g) the cluster barrier between writing a CTA's partial and its peers reading it through
+    # distributed shared memory: without it a peer reads the partial while it is written.
+    Mutation(
+        name="g_missing_cluster_sync",
+        file="forward.cuh",
+        old="  gn_cluster_sync();  // every CTA's partial is written\n",
+        new="  // MUTATION g: cluster.sync() removed\n",
+        mode="tsan",
+        what="cluster.sync() removed between the partials' shared-memory writes and the peers' DSMEM reads",
+        args=("--case-filter", "f32_cluster4_nchw"),
+        expect=("WARNING: ThreadSanitizer: data race", "gn_fwd_cluster", "forward.cuh:"),
+    ),
+    # (h) the cluster barrier before exit: a CTA that leaves frees its shared memory while a peer
+    # may still be reading its partial.
+    Mutation(
+        name="h_cluster_exit_without_sync",
+        file="forward.cuh",
+        old="  gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it\n",
+        new="  // MUTATION h: final cluster.sync() removed\n",
+        mode="tsan",
+        what="the last cluster.sync() removed: a CTA exits while its peers may still read its shared memory",
+        args=("--case-filter", "f32_cluster4_nchw"),
+        expect=("WARNING: ThreadSanitizer: data race", "gn_fwd_cluster"),
+    ),
+    # (i) the backward's cluster barrier before the peers read a CTA's partial sums.
+    Mutation(
+        name="i_bwd_missing_cluster_sync",
+        file="backward.cuh",
+        old="  gn_cluster_sync();  // every CTA's sums are written (and its tiles complete)\n",
+        new="  // MUTATION i: cluster.sync() removed\n",
+        mode="tsan",
+        what="cluster.sync() removed between the backward's partial sums and the peers' DSMEM reads",
+        args=("--case-filter", "f32_cluster4_nchw"),
+        expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_cluster", "backward.cuh:"),
     ),
 ]}
 

@@ -118,9 +118,13 @@ struct Warp {
   unsigned exited = 0;
 };
 
+struct Cluster;
+
 struct Block {
   dim3 idx;
   int nthreads = 0;
+  Cluster* cluster = nullptr;  // thread-block cluster (simt::launch_cluster), else null
+  unsigned cluster_rank = 0;
   unsigned char* smem = nullptr;
   size_t smem_bytes = 0;
   // barrier
@@ -140,6 +144,17 @@ struct Block {
   std::atomic<uint64_t> inactive{0};
   std::unique_ptr<Warp[]> warps;
   std::unique_ptr<ThreadInfo[]> info;
+};
+
+// The CTAs of one thread-block cluster: they run concurrently, share a cluster-wide barrier
+// (cluster.sync()) and read each other's dynamic shared memory (map_shared_rank).
+struct Cluster {
+  std::vector<Block*> blocks;
+  std::mutex m;
+  std::condition_variable cv;
+  int live = 0;     // threads of the cluster not yet exited
+  int arrived = 0;  // threads waiting at the current cluster barrier
+  uint64_t gen = 0;
 };
 
 struct ThreadCtx {
@@ -448,6 +463,32 @@ inline T shfl(int op, unsigned mask, T var, int b, int width, const char* file, 
   return r;
 }
 
+// ------------------------------------------------------------------------------ clusters
+// barrier.cluster.arrive + wait over every thread of every CTA of the cluster (exited threads
+// count as arrived, as for __syncthreads). Not seen by the per-block deadlock detector (a CTA's
+// threads may all wait here while its peers run); a cluster that never completes the barrier
+// ends in the launch's TIMEOUT report.
+inline void cluster_sync(const char* file, int line) {
+  ThreadCtx& c = ctx("cluster.sync()");
+  Block& b = *c.block;
+  if (!b.cluster) fail("cluster.sync() at %s:%d in a kernel not launched with a cluster (simt::launch_cluster)", file, line);
+  Cluster& cl = *b.cluster;
+  set_state(b, c.tid, kAtBarrier, file, line);
+  {
+    std::unique_lock<std::mutex> lk(cl.m);
+    cl.arrived++;
+    if (cl.arrived == cl.live) {
+      cl.arrived = 0;
+      cl.gen++;
+      cl.cv.notify_all();
+    } else {
+      const uint64_t g = cl.gen;
+      cl.cv.wait(lk, [&] { return cl.gen != g; });
+    }
+  }
+  set_state(b, c.tid, kRunning);
+}
+
 inline void thread_exit() {
   ThreadCtx& c = tctx;
   Block& b = *c.block;
@@ -457,6 +498,19 @@ inline void thread_exit() {
     std::lock_guard<std::mutex> lk(b.bm);
     b.live--;
     if (b.arrived > 0 && b.arrived == b.live) barrier_complete(b, b.arrived);  // exited threads count as arrived
+    // A CTA's shared memory ends with its last thread: poison it, so that a peer of the cluster
+    // still reading it (no cluster.sync() before exit) gets NaN and, under TSan, a race report.
+    if (b.live == 0 && b.cluster && b.smem_bytes) std::memset(b.smem, 0xFF, b.smem_bytes);
+  }
+  if (b.cluster) {
+    Cluster& cl = *b.cluster;
+    std::lock_guard<std::mutex> lk(cl.m);
+    cl.live--;
+    if (cl.arrived > 0 && cl.arrived == cl.live) {
+      cl.arrived = 0;
+      cl.gen++;
+      cl.cv.notify_all();
+    }
   }
   {
     Warp& w = b.warps[c.tid / 32];
@@ -518,6 +572,13 @@ class Pool {
   // Runs body on nthreads pool threads for block blk; returns when all have exited.
   void run_block(Block* blk, int nthreads, const Body* body, const dim3& bdim, const dim3& gdim,
                  double timeout_s) {
+    run_blocks(&blk, 1, nthreads, body, bdim, gdim, timeout_s);
+  }
+  // The same for nblocks blocks at once (the CTAs of a cluster), nthreads each.
+  void run_blocks(Block* const* blks, int nblocks, int per_block, const Body* body, const dim3& bdim,
+                  const dim3& gdim, double timeout_s) {
+    const int nthreads = nblocks * per_block;
+    Block* blk = blks[0];
     while (int(workers_.size()) < nthreads) {
       workers_.emplace_back(new Worker);
       Worker* w = workers_.back().get();
@@ -536,7 +597,7 @@ class Pool {
       Worker& w = *workers_[size_t(i)];
       {
         std::lock_guard<std::mutex> lk(w.m);
-        w.job = Job{blk, body, bdim, gdim};
+        w.job = Job{blks[i / per_block], body, bdim, gdim, i % per_block};
         w.has_job = true;
       }
       w.cv.notify_one();
@@ -560,6 +621,7 @@ class Pool {
     Block* blk = nullptr;
     const Body* body = nullptr;
     dim3 bdim, gdim;
+    int tid = 0;  // linear thread index within blk
   };
   struct Worker {
     std::thread thread;
@@ -582,14 +644,14 @@ class Pool {
       }
       Block* blk = job.blk;
       const dim3 bdim = job.bdim;
-      const unsigned t = unsigned(i);
+      const unsigned t = unsigned(job.tid);
       threadIdx = make_uint3(t % bdim.x, (t / bdim.x) % bdim.y, t / (bdim.x * bdim.y));
       blockIdx = make_uint3(blk->idx.x, blk->idx.y, blk->idx.z);
       blockDim = bdim;
       gridDim = job.gdim;
       tctx.block = blk;
-      tctx.tid = i;
-      set_state(*blk, i, kRunning);
+      tctx.tid = job.tid;
+      set_state(*blk, job.tid, kRunning);
       job.body->fn(job.body->arg);
       thread_exit();
       tctx.block = nullptr;
@@ -617,7 +679,7 @@ inline std::mutex& launch_mutex() {
   return m;
 }
 
-inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, Body body) {
+inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, Body body, unsigned cluster_x = 1) {
   if (tctx.block) fail("simt::launch called from inside a kernel (dynamic parallelism is not supported)");
   const uint64_t nt = uint64_t(block.x) * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0)
@@ -632,6 +694,8 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, Body body) {
   if (smem_bytes > 232448)
     fail("invalid launch configuration: %zu bytes of dynamic shared memory > 227 KiB (sm_90 opt-in maximum)",
          smem_bytes);
+  if (cluster_x == 0 || cluster_x > 16 || grid.x % cluster_x != 0)
+    fail("invalid cluster launch: cluster size %u (1-16, 8 portable) must divide grid.x = %u", cluster_x, grid.x);
   const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
   const double max_blocks = env_double("SIMT_MAX_BLOCKS", 1 << 20);
   if (double(nblocks) > max_blocks)
@@ -641,8 +705,10 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, Body body) {
   std::lock_guard<std::mutex> launch_lock(launch_mutex());  // one launch at a time (one device, one stream)
   static uint64_t launch_counter = 0;
   const uint64_t seed = base_seed() + 0x9E3779B97F4A7C15ull * (++launch_counter);
-  std::vector<uint64_t> order(nblocks);
-  for (uint64_t i = 0; i < nblocks; ++i) order[i] = i;
+  // Clusters (cluster_x consecutive blocks along x, all resident at once) in a random order.
+  const uint64_t nclusters = nblocks / cluster_x;
+  std::vector<uint64_t> order(nclusters);
+  for (uint64_t i = 0; i < nclusters; ++i) order[i] = i;
   const char* ord = std::getenv("SIMT_BLOCK_ORDER");
   if (!(ord && std::strcmp(ord, "linear") == 0)) {
     std::mt19937_64 rng(seed);
@@ -651,25 +717,39 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, Body body) {
   const double timeout_s = env_double("SIMT_TIMEOUT", 120.0);
   const int n = int(nt);
   const int nwarps = (n + 31) / 32;
-  for (uint64_t lin : order) {
-    Block blk;
-    blk.idx = dim3(unsigned(lin % grid.x), unsigned((lin / grid.x) % grid.y), unsigned(lin / (uint64_t(grid.x) * grid.y)));
-    blk.nthreads = n;
-    blk.live = n;
-    blk.warps.reset(new Warp[nwarps]);
-    for (int w = 0; w < nwarps; ++w) {
-      const int lanes = std::min(32, n - 32 * w);
-      blk.warps[w].existing = lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1u);
+  for (uint64_t ci : order) {
+    std::vector<std::unique_ptr<Block>> blks(cluster_x);
+    std::vector<std::unique_ptr<unsigned char, SmemDeleter>> smems(cluster_x);
+    Cluster cl;
+    cl.live = n * int(cluster_x);
+    for (unsigned r = 0; r < cluster_x; ++r) {
+      const uint64_t lin = ci * cluster_x + r;
+      blks[r].reset(new Block);
+      Block& blk = *blks[r];
+      blk.idx = dim3(unsigned(lin % grid.x), unsigned((lin / grid.x) % grid.y), unsigned(lin / (uint64_t(grid.x) * grid.y)));
+      blk.nthreads = n;
+      blk.live = n;
+      blk.warps.reset(new Warp[nwarps]);
+      for (int w = 0; w < nwarps; ++w) {
+        const int lanes = std::min(32, n - 32 * w);
+        blk.warps[w].existing = lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1u);
+      }
+      blk.info.reset(new ThreadInfo[n]);
+      // Dynamic shared memory: exactly smem_bytes (so ASan sees the bounds), fresh per block,
+      // poisoned with 0xFF bytes (NaN for float/double, -1 for integers).
+      smems[r].reset(static_cast<unsigned char*>(::operator new[](smem_bytes, std::align_val_t(16))));
+      if (smem_bytes) std::memset(smems[r].get(), 0xFF, smem_bytes);
+      blk.smem = smems[r].get();
+      blk.smem_bytes = smem_bytes;
+      if (cluster_x > 1) {
+        blk.cluster = &cl;
+        blk.cluster_rank = r;
+        cl.blocks.push_back(&blk);
+      }
     }
-    blk.info.reset(new ThreadInfo[n]);
-    // Dynamic shared memory: exactly smem_bytes (so ASan sees the bounds), fresh per block,
-    // poisoned with 0xFF bytes (NaN for float/double, -1 for integers).
-    std::unique_ptr<unsigned char, SmemDeleter> smem(static_cast<unsigned char*>(
-        ::operator new[](smem_bytes, std::align_val_t(16))));
-    if (smem_bytes) std::memset(smem.get(), 0xFF, smem_bytes);
-    blk.smem = smem.get();
-    blk.smem_bytes = smem_bytes;
-    Pool::get().run_block(&blk, n, &body, block, grid, timeout_s);
+    std::vector<Block*> ptrs;
+    for (auto& b : blks) ptrs.push_back(b.get());
+    Pool::get().run_blocks(ptrs.data(), int(cluster_x), n, &body, block, grid, timeout_s);
   }
 }
 
@@ -705,6 +785,7 @@ struct LaunchRecord {
   const void* kernel;
   dim3 grid, block;
   size_t smem_bytes;
+  unsigned cluster_x = 1;
 };
 inline std::vector<LaunchRecord>& launch_log() {
   static std::vector<LaunchRecord> log;
@@ -754,6 +835,57 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, A&&.
   const detail::KernelCall<P...> kc{kernel, std::tuple<std::decay_t<P>...>(
                                                 detail::implicit_convert<std::decay_t<P>>(std::forward<A>(args))...)};
   detail::run_grid(grid, block, smem_bytes, detail::Body{&detail::KernelCall<P...>::invoke, &kc});
+}
+
+// Runs kernel<<<grid, block, smem_bytes>>>(args...) as thread-block clusters of cluster_x
+// consecutive CTAs along x (cudaLaunchKernelEx with cudaLaunchAttributeClusterDimension): the
+// CTAs of a cluster run concurrently; clusters one after another, in a random order.
+template <typename... P, typename... A>
+void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, unsigned cluster_x, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "simt::launch_cluster: wrong number of kernel arguments");
+  if (!kernel) detail::fail("simt::launch_cluster: null kernel pointer");
+  if (smem_bytes > 48 * 1024) {
+    size_t allowed = 48 * 1024;
+    {
+      std::lock_guard<std::mutex> lock(detail::launch_mutex());
+      for (const auto& e : max_dynamic_shared_table())
+        if (e.first == reinterpret_cast<const void*>(kernel)) allowed = e.second;
+    }
+    if (smem_bytes > allowed)
+      detail::fail("invalid launch configuration: %zu bytes of dynamic shared memory > the kernel's "
+                   "MaxDynamicSharedMemorySize (%zu; raise it with cudaFuncSetAttribute first)",
+                   smem_bytes, allowed);
+  }
+  {
+    std::lock_guard<std::mutex> lock(detail::launch_mutex());
+    launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, cluster_x});
+  }
+  const detail::KernelCall<P...> kc{kernel, std::tuple<std::decay_t<P>...>(
+                                                detail::implicit_convert<std::decay_t<P>>(std::forward<A>(args))...)};
+  detail::run_grid(grid, block, smem_bytes, detail::Body{&detail::KernelCall<P...>::invoke, &kc}, cluster_x);
+}
+
+// cooperative_groups::this_cluster(): block_rank(), num_blocks(), sync(), map_shared_rank().
+inline unsigned cluster_rank() { return detail::ctx("cluster.block_rank()").block->cluster_rank; }
+inline unsigned cluster_size() {
+  const detail::Block* b = detail::ctx("cluster.num_blocks()").block;
+  return b->cluster ? unsigned(b->cluster->blocks.size()) : 1u;
+}
+inline void cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  detail::cluster_sync(file, line);
+}
+// The address of `p` (in this CTA's dynamic shared memory) in the shared memory of CTA `rank`
+// of the cluster.
+template <typename T>
+inline T* cluster_map(T* p, unsigned rank) {
+  detail::Block* b = detail::ctx("cluster.map_shared_rank()").block;
+  const unsigned char* c = reinterpret_cast<const unsigned char*>(p);
+  if (c < b->smem || c >= b->smem + b->smem_bytes)
+    detail::fail("cluster.map_shared_rank(): the pointer is not in this CTA's dynamic shared memory");
+  const unsigned cs = b->cluster ? unsigned(b->cluster->blocks.size()) : 1u;
+  if (rank >= cs) detail::fail("cluster.map_shared_rank(): rank %u of a cluster of %u CTAs", rank, cs);
+  detail::Block* peer = b->cluster ? b->cluster->blocks[rank] : b;
+  return reinterpret_cast<T*>(peer->smem + (c - b->smem));
 }
 
 // Pointer to the dynamic shared memory of the current block (poisoned with 0xFF at block start,

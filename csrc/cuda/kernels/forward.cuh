@@ -1,6 +1,8 @@
 // Forward kernels.
 //   gn_fwd_onchip : gpb groups per CTA, tpg threads per group; each thread keeps the vectors
 //                   it loaded in (dynamic) shared memory, so x is read once: 1R + 1W.
+//   gn_fwd_cluster: a group split over a thread-block cluster (sm_90), its chunks parked in the
+//                   CTAs' shared memory, partials exchanged through distributed shared memory: 1R + 1W.
 //   gn_fwd_stats  : partial Welford (n, mean, M2) of x - s over one chunk of a group -> ws.
 //   gn_fwd_apply  : merges the group's partials in a fixed order, writes mean/rstd (split 0),
 //                   normalizes its chunk: with gn_fwd_stats 2R + 1W.
@@ -14,6 +16,7 @@
 // s is the group's first element (csrc/README.md): statistics are of x - s.
 #pragma once
 
+#include "common/cluster_layout.h"
 #include "cuda/kernels/common.cuh"
 
 namespace groupnorm_cuda {
@@ -117,6 +120,89 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdPara
     store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
     w.advance();
   }
+}
+
+// gn_fwd_cluster (sm_90): one group per thread-block cluster of `splits` CTAs, for groups too
+// large for one CTA's shared memory or too few to fill the GPU one per CTA. CTA `rank` parks
+// chunk `rank` of the group (the split schedule's cut) in its shared memory and publishes its
+// partial (n, mean, M2); after cluster.sync() each CTA gathers the cluster's partials through
+// distributed shared memory and merges them in rank order (merge_partials: every CTA gets the
+// same bits), then normalizes its chunk from shared memory: 1R + 1W. A last cluster.sync()
+// keeps each CTA's shared memory alive until its peers have read it.
+// Dynamic shared memory: common/cluster_layout.h.
+template <typename T, typename W, int V>
+__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdParams<T, W> p) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  const int64_t cs = p.sched.splits;
+  const int tpg = p.sched.tpg;
+  const unsigned rank = gn_cluster_rank();
+  const ClusterSmem L = cluster_smem_layout(p.sched.chunk, static_cast<int64_t>(sizeof(Vec<T, V>)),
+                                            static_cast<int64_t>(sizeof(A)), cs);
+  unsigned char* sm = gn_dynamic_smem<unsigned char>();
+  Vec<T, V>* tile = reinterpret_cast<Vec<T, V>*>(sm);
+  A* accs = reinterpret_cast<A*>(sm + L.tile_bytes);
+  A(*red)[32] = reinterpret_cast<A(*)[32]>(accs + L.red);
+  A* part = accs + L.part;
+  A* all = accs + L.all;
+
+  const int64_t ng = static_cast<int64_t>(blockIdx.x) / cs;  // clusters are cs consecutive CTAs
+  const int lt = static_cast<int>(threadIdx.x);
+  const int64_t e_begin = static_cast<int64_t>(rank) * p.sched.chunk;
+  const int64_t e_end = e_begin + p.sched.chunk < geo.Mv ? e_begin + p.sched.chunk : geo.Mv;
+  const int64_t base = geo.group_base(ng);
+  const A s = to_acc(p.x[base]);
+
+  Welford<A> st = welford_zero<A>();
+  Walk w;
+  w.init(e_begin + lt, tpg, geo.K);
+  constexpr int B = kLoadBatch<T>;
+  for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
+    Vec<T, V> v[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        v[u] = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
+        w.advance();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        store_tile<T, V>(tile, e0 + u * tpg - e_begin, v[u]);  // read back below by this same thread
+        accumulate_vec<T, V>(st, v[u], s);
+      }
+    }
+  }
+  group_welford(st, red, tpg);
+  if (lt == 0) {
+    part[0] = st.n;
+    part[1] = st.mean;
+    part[2] = st.m2;
+  }
+  gn_cluster_sync();  // every CTA's partial is written
+  if (lt < cs) {
+    const A* q = gn_cluster_map(part, static_cast<unsigned>(lt));
+    all[3 * lt] = q[0];
+    all[3 * lt + 1] = q[1];
+    all[3 * lt + 2] = q[2];
+  }
+  __syncthreads();
+  const Welford<A> tot = merge_partials(all, cs, true);
+  const A m = tot.mean;
+  const A rstd = gn_rsqrt(tot.m2 / A(geo.M) + p.eps);
+  if (rank == 0 && lt == 0) {
+    p.mean[ng] = s + m;
+    p.rstd[ng] = rstd;
+  }
+  const int64_t g = ng % geo.G;
+  w.init(e_begin + lt, tpg, geo.K);
+  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
+    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e - e_begin), g, w.row, w.col, s, m, rstd);
+    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
+    w.advance();
+  }
+  gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }
 
 // Partial statistics of one chunk (split schedule) — also the SiLU backward's pre-pass.

@@ -23,13 +23,29 @@ template <typename T>
 inline T* gn_dynamic_smem() {
   return ::simt::dynamic_shared<T>();
 }
+// Thread-block clusters (sm_90): launch with a cluster size along x, and the cluster API of
+// cooperative_groups::this_cluster() that the kernels use.
+#define GN_LAUNCH_CLUSTER(kernel, grid, block, smem_bytes, stream, cluster_x, ...) \
+  (gn_allow_dynamic_smem((kernel), (smem_bytes)),                                   \
+   ::simt::launch_cluster((kernel), (grid), (block), (smem_bytes), (cluster_x), __VA_ARGS__))
+inline unsigned gn_cluster_rank() { return ::simt::cluster_rank(); }
+inline unsigned gn_cluster_size() { return ::simt::cluster_size(); }
+inline void gn_cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::simt::cluster_sync(file, line);
+}
+template <typename T>
+inline T* gn_cluster_map(T* p, unsigned rank) {
+  return ::simt::cluster_map(p, rank);
+}
 #else
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 // Raises the kernel's dynamic shared memory limit on the current device to at least `bytes`
 // (once per kernel, device and size: the attribute is a driver call).
@@ -60,6 +76,47 @@ __device__ __forceinline__ T* gn_dynamic_smem() {
   extern __shared__ __align__(16) unsigned char gn_smem_[];
   return reinterpret_cast<T*>(gn_smem_);
 }
+// Thread-block clusters: cudaLaunchKernelEx with cudaLaunchAttributeClusterDimension (the
+// planner asks for clusters only on devices that have them, sm_90+); the device side is
+// cooperative_groups::this_cluster(), compiled to a trap for older architectures.
+template <typename... P, typename... A>
+inline void gn_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                              unsigned cluster_x, A&&... args) {
+  gn_allow_dynamic_smem(kernel, smem_bytes);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster_x;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem_bytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("groupnorm_cuda: cluster launch (") + std::to_string(cluster_x) +
+                             " CTAs): " + cudaGetErrorString(err));
+}
+#define GN_LAUNCH_CLUSTER(kernel, grid, block, smem_bytes, stream, cluster_x, ...) \
+  gn_launch_cluster((kernel), (grid), (block), (smem_bytes), (stream), (cluster_x), __VA_ARGS__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned gn_cluster_rank() { return cooperative_groups::this_cluster().block_rank(); }
+__device__ __forceinline__ unsigned gn_cluster_size() { return cooperative_groups::this_cluster().num_blocks(); }
+__device__ __forceinline__ void gn_cluster_sync() { cooperative_groups::this_cluster().sync(); }
+template <typename T>
+__device__ __forceinline__ T* gn_cluster_map(T* p, unsigned rank) {
+  return cooperative_groups::this_cluster().map_shared_rank(p, rank);
+}
+#else
+__device__ __forceinline__ unsigned gn_cluster_rank() { __trap(); return 0; }
+__device__ __forceinline__ unsigned gn_cluster_size() { __trap(); return 1; }
+__device__ __forceinline__ void gn_cluster_sync() { __trap(); }
+template <typename T>
+__device__ __forceinline__ T* gn_cluster_map(T* p, unsigned) { __trap(); return p; }
+#endif
 #endif
 
 #ifndef GN_AFTER_LAUNCH

@@ -24,6 +24,8 @@
 static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels::kNhwcSumsMaxThreads,
               "gn_bwd_sums_nhwc red[] is sized for the planner's block");
 
+static_assert(groupnorm_cuda::plan::kMaxClusterBwdTpg == groupnorm_cuda::kernels::kMaxThreadsBwdCluster,
+              "gn_bwd_cluster __launch_bounds__ must match the planner's block limit");
 // gn_fwd_onchip's launch bound is the planner's on-chip forward block limit.
 static_assert(groupnorm_cuda::plan::kMaxOnChipTpg == groupnorm_cuda::kernels::kFwdOnChipMaxThreads,
               "gn_fwd_onchip __launch_bounds__ must match the planner's block limit");
@@ -158,6 +160,13 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
         GN_LAUNCH(k, grid, block, smem, stream, p.x, p.ws, p.geo, p.sched);
         break;
       }
+      case plan::Kernel::FwdCluster:
+        if constexpr (V > 1) {
+          auto k = gn_fwd_cluster<T, W, V>;
+          GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
+          break;
+        }
+        not_in_direction(l, "scalar forward");
       case plan::Kernel::FwdApply: {
         auto k = gn_fwd_apply<T, W, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
@@ -227,6 +236,7 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
   p.lanes = static_cast<int>(pl.sums.lanes);
   p.rows_par = static_cast<int>(pl.sums.rows_par);
   p.chan_lanes = static_cast<int>(pl.chan_lanes);
+  p.dwp_rows = pl.dwp_rows;
   p.rbuf = reinterpret_cast<A*>(ws + pl.ws_r);
   p.rows.pieces = pl.rows.pieces;
   p.rows.piece_len = pl.rows.piece_len;
@@ -302,6 +312,13 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
         if constexpr (V > 1) {
           auto k = gn_bwd_sums_rows<T, W, V>;
           GN_LAUNCH(k, grid, block, smem, stream, p);
+          break;
+        }
+        not_in_direction(l, "scalar backward");
+      case plan::Kernel::BwdCluster:
+        if constexpr (V > 1) {
+          auto k = gn_bwd_cluster<T, W, V>;
+          GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
           break;
         }
         not_in_direction(l, "scalar backward");

@@ -2,6 +2,7 @@
 // when each is chosen), with grid, block, shared memory and workspace regions of every launch.
 #pragma once
 
+#include "common/cluster_layout.h"
 #include "cuda/plan/types.h"
 
 namespace groupnorm_cuda {
@@ -28,6 +29,27 @@ inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t sl
     if (kv.first == "max_splits") kv.second = split_max;
   l.params.push_back({"chan_lanes", b.chan_lanes});
   l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
+  b.launches.push_back(l);
+  b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
+}
+
+// Cluster: gn_bwd_cluster (+ gn_bwd_params over N * cluster rows of per-channel terms).
+inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t smem) {
+  const DeviceProblem& p = b.prob;
+  const int64_t acc = acc_size(p.dtype);
+  b.schedule = Schedule::Cluster;
+  b.walk = cw;
+  b.smem_bytes = smem;
+  b.chan_lanes = clamp64(cw.tpg / std::max<int64_t>(1, p.D()), 1, 32);
+  while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
+  b.dwp_rows = p.N * cw.splits;
+  b.ws_dwp = 0;
+  b.workspace_bytes = round_up(b.dwp_rows * p.C * 2 * acc, 256);
+  Launch l = make_launch(Kernel::BwdCluster, smem, 0);
+  walk_params(l, cw, b.vec);
+  l.cluster = cw.splits;
+  l.params.push_back({"chan_lanes", b.chan_lanes});
+  l.params.push_back({"schedule", static_cast<int64_t>(Schedule::Cluster)});
   b.launches.push_back(l);
   b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
@@ -150,6 +172,7 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   if (NG == 0 || D * p.HxW == 0) return b;
   b.params_block = 256;
   b.params_grid = ceil_div(p.C, b.params_block);
+  b.dwp_rows = p.N;
   b.walk = plan_walk(p, V, ov);
 
   // On-chip candidate: x and dy tiles of a group side by side. At most 256 threads:
@@ -160,6 +183,15 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, 1024, ov);
   if (choose_onchip(p, ov, slot2 <= onchip_smem_limit(p), on, b.walk)) {
     plan_backward_onchip(b, on, slot2, b.walk.max_splits);
+    return b;
+  }
+  WalkPlan cw;
+  int64_t cluster_smem = 0;
+  if ((ov.schedule == Schedule::Auto || ov.schedule == Schedule::Cluster) &&
+      plan_cluster(p, ov, V, Mv, kMaxClusterBwdTpg, cw, cluster_smem, [&](int64_t chunk, int64_t cs) {
+        return cluster_bwd_smem_layout(chunk, V * elem_size(p.dtype), acc_size(p.dtype), cs).bytes;
+      })) {
+    plan_backward_cluster(b, cw, cluster_smem);
     return b;
   }
 

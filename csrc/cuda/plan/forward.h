@@ -2,10 +2,12 @@
 // when each is chosen), with grid, block, shared memory and workspace of every launch.
 #pragma once
 
+#include "common/cluster_layout.h"
 #include "cuda/plan/types.h"
 
 namespace groupnorm_cuda {
 namespace plan {
+
 
 // ---------------------------------------------------------------------------------------
 inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}) {
@@ -28,6 +30,22 @@ inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}
   const bool use_onchip = choose_onchip(p, ov, fits, on, split);
 
   const int64_t acc = acc_size(p.dtype);
+  WalkPlan cw;
+  int64_t cluster_smem = 0;
+  if (!use_onchip && (ov.schedule == Schedule::Auto || ov.schedule == Schedule::Cluster) &&
+      plan_cluster(p, ov, f.vec, Mv, kMaxOnChipTpg, cw, cluster_smem, [&](int64_t chunk, int64_t cs) {
+        return cluster_smem_layout(chunk, f.vec * elem_size(p.dtype), acc_size(p.dtype), cs).bytes;
+      })) {
+    f.schedule = Schedule::Cluster;
+    f.walk = cw;
+    f.smem_bytes = cluster_smem;
+    Launch l = make_launch(Kernel::FwdCluster, cluster_smem, 0);
+    walk_params(l, cw, f.vec);
+    l.cluster = cw.splits;
+    l.params.push_back({"schedule", static_cast<int64_t>(Schedule::Cluster)});
+    f.launches.push_back(l);
+    return f;
+  }
   RowsPlan rows;
   int64_t rows_vec = 1;
   if (!use_onchip && (ov.schedule == Schedule::Auto || ov.schedule == Schedule::Rows) &&

@@ -66,7 +66,8 @@ inline Traffic forward_traffic(ForwardPlan& f) {
   const int64_t partials = f.schedule == Schedule::Rows ? f.rows.ws_gstat : f.workspace_bytes;
   for (Launch& l : f.launches) {
     switch (l.id) {
-      case Kernel::FwdOnChip: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdOnChip:
+      case Kernel::FwdCluster: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
       case Kernel::FwdStats:
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, partials, t); break;
       case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t); break;
@@ -84,13 +85,14 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   Traffic t;
   const int64_t pgrads = s.params;  // dweight + dbias
   t.floor = 3 * s.X + s.stats + s.params + pgrads;
-  const int64_t dwp = s.N * s.C * 2 * s.acc;             // per-(n, c) dweight/dbias terms
+  const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;      // per-(n, c) (cluster: (n, rank, c)) dweight/dbias terms
   const int64_t sums = s.N * s.C * b.sums.pieces * 3 * s.acc;
   const int64_t coef = s.NG * 2 * s.acc;
   const int64_t silu_ws = b.silu ? s.NG * b.walk.splits * 3 * s.acc : 0;
   for (Launch& l : b.launches) {
     switch (l.id) {
-      case Kernel::BwdOnChip: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
+      case Kernel::BwdOnChip:
+      case Kernel::BwdCluster: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
       case Kernel::FwdStats:  // SiLU pre-pass
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, silu_ws, t); break;
       case Kernel::BwdSiluR: detail::set_bytes(l, silu_ws + s.stats, s.NG * s.acc, t); break;

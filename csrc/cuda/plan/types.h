@@ -18,19 +18,21 @@ namespace plan {
 // Every kernel a plan can launch. The launcher (kernels/launcher.cuh) switches on it; the
 // backward's SiLU pre-pass is FwdStats / FwdStatsRows writing the backward's workspace.
 enum class Kernel : int {
-  FwdOnChip, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
-  BwdOnChip, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
+  FwdOnChip, FwdCluster, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
+  BwdOnChip, BwdCluster, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
 };
 
 inline const char* kernel_name(Kernel k) {
   switch (k) {
     case Kernel::FwdOnChip: return "gn_fwd_onchip";
+    case Kernel::FwdCluster: return "gn_fwd_cluster";
     case Kernel::FwdStats: return "gn_fwd_stats";
     case Kernel::FwdApply: return "gn_fwd_apply";
     case Kernel::FwdStatsRows: return "gn_fwd_stats_rows";
     case Kernel::FwdFinalize: return "gn_fwd_finalize";
     case Kernel::FwdApplyRows: return "gn_fwd_apply_rows";
     case Kernel::BwdOnChip: return "gn_bwd_onchip";
+    case Kernel::BwdCluster: return "gn_bwd_cluster";
     case Kernel::BwdSiluR: return "gn_bwd_silu_r";
     case Kernel::BwdSumsNchw: return "gn_bwd_sums_nchw";
     case Kernel::BwdSumsNhwc: return "gn_bwd_sums_nhwc";
@@ -50,6 +52,7 @@ struct Launch {
   std::array<int64_t, 3> grid{1, 1, 1};
   std::array<int64_t, 3> block{1, 1, 1};
   int64_t dynamic_smem_bytes = 0;  // requested at launch
+  int64_t cluster = 1;             // CTAs per thread-block cluster along x (1: no cluster)
   int64_t shared_mem_bytes = 0;    // per CTA in all: dynamic + the kernel's static buffers
   // Global-memory bytes this launch reads and writes (the DRAM-traffic model, traffic.h).
   int64_t bytes_read = 0, bytes_written = 0;
@@ -68,25 +71,27 @@ constexpr int64_t kSmemOptinSm90 = 232448;
 constexpr int64_t kSmemOptinSm80 = 166912;
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
+constexpr int64_t kMaxClusterBwdTpg = 512;           // threads per CTA, cluster backward (== kernels::kMaxThreadsBwdCluster)
 constexpr int64_t kMaxOnChipTpg = 512;               // threads per CTA, on-chip forward (== kernels::kFwdOnChipMaxThreads;
                                                      // backward: kMaxBlock per group)
 constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
 constexpr int64_t kMaxGridX = 2147483647;
 
-enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2 };
+enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2, Cluster = 3 };
 
 // The problem (common/problem.h) on a device: what the planner needs to know of the GPU.
 struct DeviceProblem : Problem {
   int64_t sm_count = 132;               // streaming multiprocessors
   int64_t smem_optin = kSmemOptinSm90;  // shared memory per block with the opt-in (static included)
+  int64_t max_cluster = 8;              // CTAs per thread-block cluster (portable limit; 1: no clusters, < sm_90)
 };
 
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
 struct Overrides {
   Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits) or Split;
-                                       // forward Rows (only where it applies, else Split)
+                                       // forward Rows / Cluster (only where they apply, else Split)
   int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group;
-                                // forward Rows: pieces per sample
+                                // forward Rows: pieces per sample; forward Cluster: CTAs per cluster
   int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
   int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
   int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
@@ -136,9 +141,10 @@ struct BackwardPlan {
   Schedule schedule = Schedule::Split;
   int64_t vec = 1;
   bool silu = false;
-  WalkPlan walk;  // OnChip: gn_bwd_onchip; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
+  WalkPlan walk;  // OnChip: gn_bwd_onchip; Cluster: gn_bwd_cluster; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
   int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
-  int64_t chan_lanes = 1;   // gn_bwd_onchip: threads per channel in the per-channel sums
+  int64_t chan_lanes = 1;   // gn_bwd_onchip / gn_bwd_cluster: threads per channel in the per-channel sums
+  int64_t dwp_rows = 0;     // rows of per-channel dweight/dbias terms gn_bwd_params sums: N (cluster: N * cluster)
   SumsPlan sums;            // Split only
   RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
   int64_t coeff_block = 256, coeff_grid = 0;
@@ -167,6 +173,8 @@ inline void validate(const DeviceProblem& p) {
   if (p.sm_count <= 0) throw std::invalid_argument("groupnorm_cuda launch plan: sm_count must be positive");
   if (p.smem_optin < kSmemBudgetBytes)
     throw std::invalid_argument("groupnorm_cuda launch plan: smem_optin must be at least 48 KiB");
+  if (p.max_cluster < 1 || p.max_cluster > 16)
+    throw std::invalid_argument("groupnorm_cuda launch plan: max_cluster must be in [1, 16]");
 }
 
 // Dynamic shared memory one CTA of an on-chip kernel may take (the opt-in limit less the
@@ -241,8 +249,44 @@ inline WalkPlan plan_onchip_walk(const DeviceProblem& p, int64_t Mv, int64_t slo
 // enough CTAs, or when the split alternative could not have had more of them.
 inline bool choose_onchip(const DeviceProblem& p, const Overrides& ov, bool fits, const WalkPlan& on, const WalkPlan& split) {
   if (ov.schedule == Schedule::OnChip) return fits;
-  if (ov.schedule == Schedule::Split || ov.schedule == Schedule::Rows) return false;
+  if (ov.schedule == Schedule::Split || ov.schedule == Schedule::Rows || ov.schedule == Schedule::Cluster) return false;
   return fits && (on.grid >= min_ctas(p) || split.max_splits == 1);
+}
+
+// Cluster candidate (vector path, devices with clusters): the smallest cluster (a power of two
+// up to max_cluster, or the override) whose chunks all hold data and whose shared memory
+// (smem_of(chunk, cluster)) fits one CTA, and that gives >= 2 CTAs per SM; else the largest
+// that fits. False when none fits.
+template <typename SmemOf>
+inline bool plan_cluster(const DeviceProblem& p, const Overrides& ov, int64_t vec, int64_t Mv, int64_t max_tpg,
+                         WalkPlan& w, int64_t& smem, SmemOf smem_of) {
+  if (p.max_cluster < 2 || vec == 1) return false;
+  const int64_t NG = p.N * p.G;
+  int64_t best = 0;
+  auto usable = [&](int64_t cs) {
+    const int64_t chunk = ceil_div(Mv, cs);
+    return (cs - 1) * chunk < Mv && smem_of(chunk, cs) <= p.smem_optin && NG * cs <= kMaxGridX;
+  };
+  if (ov.splits > 0) {
+    const int64_t cs = clamp64(ov.splits, 2, p.max_cluster);
+    if (usable(cs)) best = cs;
+  } else {
+    for (int64_t cs = 2; cs <= p.max_cluster; cs *= 2) {
+      if (!usable(cs)) continue;
+      best = cs;
+      if (NG * cs >= min_ctas(p)) break;
+    }
+  }
+  if (best == 0) return false;
+  w = WalkPlan{};
+  w.splits = w.max_splits = best;
+  w.chunk = ceil_div(Mv, best);
+  w.tpg = clamp64(pow2_ceil(ceil_div(w.chunk, 4)), 32, max_tpg);
+  if (ov.threads_per_group > 0) w.tpg = clamp64(round_up(ov.threads_per_group, 32), 32, max_tpg);
+  w.gpb = 1;
+  w.grid = NG * best;
+  smem = smem_of(w.chunk, best);
+  return true;
 }
 
 // A launch of `k` with `dynamic_smem` bytes of dynamic and `static_smem` of static shared memory.
