@@ -812,22 +812,26 @@ void set_max_dynamic_shared(void (*kernel)(P...), size_t bytes) {
   max_dynamic_shared_table().push_back({reinterpret_cast<const void*>(kernel), bytes});
 }
 
+// A launch past 48 KiB of dynamic shared memory needs the kernel's limit raised first.
+inline void check_dynamic_shared(const void* kernel, size_t smem_bytes) {
+  if (smem_bytes <= 48 * 1024) return;
+  size_t allowed = 48 * 1024;
+  {
+    std::lock_guard<std::mutex> lock(detail::launch_mutex());
+    for (const auto& e : max_dynamic_shared_table())
+      if (e.first == kernel) allowed = e.second;
+  }
+  if (smem_bytes > allowed)
+    detail::fail("invalid launch configuration: %zu bytes of dynamic shared memory > the kernel's "
+                 "MaxDynamicSharedMemorySize (%zu; raise it with cudaFuncSetAttribute first)",
+                 smem_bytes, allowed);
+}
+
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch: wrong number of kernel arguments");
   if (!kernel) detail::fail("simt::launch: null kernel pointer");
-  if (smem_bytes > 48 * 1024) {
-    size_t allowed = 48 * 1024;
-    {
-      std::lock_guard<std::mutex> lock(detail::launch_mutex());
-      for (const auto& e : max_dynamic_shared_table())
-        if (e.first == reinterpret_cast<const void*>(kernel)) allowed = e.second;
-    }
-    if (smem_bytes > allowed)
-      detail::fail("invalid launch configuration: %zu bytes of dynamic shared memory > the kernel's "
-                   "MaxDynamicSharedMemorySize (%zu; raise it with cudaFuncSetAttribute first)",
-                   smem_bytes, allowed);
-  }
+  check_dynamic_shared(reinterpret_cast<const void*>(kernel), smem_bytes);
   {
     std::lock_guard<std::mutex> lock(detail::launch_mutex());
     launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes});
@@ -844,18 +848,7 @@ template <typename... P, typename... A>
 void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, unsigned cluster_x, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch_cluster: wrong number of kernel arguments");
   if (!kernel) detail::fail("simt::launch_cluster: null kernel pointer");
-  if (smem_bytes > 48 * 1024) {
-    size_t allowed = 48 * 1024;
-    {
-      std::lock_guard<std::mutex> lock(detail::launch_mutex());
-      for (const auto& e : max_dynamic_shared_table())
-        if (e.first == reinterpret_cast<const void*>(kernel)) allowed = e.second;
-    }
-    if (smem_bytes > allowed)
-      detail::fail("invalid launch configuration: %zu bytes of dynamic shared memory > the kernel's "
-                   "MaxDynamicSharedMemorySize (%zu; raise it with cudaFuncSetAttribute first)",
-                   smem_bytes, allowed);
-  }
+  check_dynamic_shared(reinterpret_cast<const void*>(kernel), smem_bytes);
   {
     std::lock_guard<std::mutex> lock(detail::launch_mutex());
     launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, cluster_x});

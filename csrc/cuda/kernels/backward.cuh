@@ -311,6 +311,91 @@ __global__ void gn_bwd_dx(BwdParams<T, W> p) {
   }
 }
 
+// ---- phases of the tiled backward kernels (gn_bwd_onchip, gn_bwd_cluster) over one thread's
+// vectors e = e_begin + lt, + tpg, ... < e_end of group g (x at base), parked in the tiles at
+// index e - origin.
+
+// Loads x and dy (kLoadBatch in flight) into the tiles; returns the Welford statistics of x - s
+// (SiLU only, else empty).
+template <typename T, typename W, int V>
+__device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t base, int64_t e_begin, int64_t e_end,
+                                              int64_t origin, int lt, int tpg, Vec<T, V>* xt, Vec<T, V>* dt,
+                                              acc_t<T> s) {
+  const Geometry& geo = p.geo;
+  Welford<acc_t<T>> st = welford_zero<acc_t<T>>();
+  Walk w;
+  w.init(e_begin + lt, tpg, geo.K);
+  constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;  // x and dy: 2 * B loads in flight
+  for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
+    Vec<T, V> xv[B], dv[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        const int64_t off = base + w.row * geo.RS + w.col * V;
+        xv[u] = load_vec<T, V>(p.x, off);
+        dv[u] = load_vec<T, V>(p.dy, off);
+        w.advance();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        // read back by this same thread (sums, dx); the per-channel sums follow a barrier
+        store_tile<T, V>(xt, e0 + u * tpg - origin, xv[u]);
+        store_tile<T, V>(dt, e0 + u * tpg - origin, dv[u]);
+        if (p.silu) accumulate_vec<T, V>(st, xv[u], s);
+      }
+    }
+  }
+  return st;
+}
+
+// This thread's part of the group sums: sum u, sum gamma dy', sum gamma dy' u.
+template <typename T, typename W, int V>
+__device__ inline void tile_sums(const BwdParams<T, W>& p, int64_t g, int64_t e_begin, int64_t e_end, int64_t origin,
+                                 int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu, acc_t<T> r,
+                                 acc_t<T> rho, acc_t<T>& se, acc_t<T>& sga, acc_t<T>& sgb) {
+  using A = acc_t<T>;
+  se = sga = sgb = A(0);
+  Walk w;
+  w.init(e_begin + lt, tpg, p.geo.K);
+  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
+    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      A u, gamma;
+      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      se += u;
+      sga += gamma * d;
+      sgb += gamma * d * u;
+    }
+    w.advance();
+  }
+}
+
+// dx of this thread's vectors: rho * gamma * dy' + c2 * u + c3.
+template <typename T, typename W, int V>
+__device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
+                               int64_t origin, int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu,
+                               acc_t<T> r, acc_t<T> rho, acc_t<T> c2, acc_t<T> c3) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  Walk w;
+  w.init(e_begin + lt, tpg, geo.K);
+  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
+    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
+    Vec<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      A u, gamma;
+      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
+    }
+    store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col * V, out);
+    w.advance();
+  }
+}
+
 // One group (or gpb groups) per CTA with the group's x and dy held in shared memory (the
 // walk of dx_sched with splits == 1): reads x and dy once, writes dx once.
 //   1. load x, dy into this thread's slots of the tiles; with SiLU also the Welford of x - s
@@ -336,31 +421,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   const A mu = p.mean[ng], rho = p.rstd[ng];
   const A s = to_acc(p.x[base]);
 
-  Welford<A> st = welford_zero<A>();
-  Walk w;
-  w.init(gs.e_begin + gs.lt, tpg, geo.K);
-  constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;  // x and dy: 2 * B loads in flight
-  for (int64_t e0 = gs.e_begin + gs.lt; e0 < gs.e_end; e0 += B * tpg) {
-    Vec<T, V> xv[B], dv[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < gs.e_end) {
-        const int64_t off = base + w.row * geo.RS + w.col * V;
-        xv[u] = load_vec<T, V>(p.x, off);
-        dv[u] = load_vec<T, V>(p.dy, off);
-        w.advance();
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < gs.e_end) {
-        // read back by this same thread in steps 2 and 4; step 3 follows a barrier
-        store_tile<T, V>(xt, e0 + u * tpg, xv[u]);
-        store_tile<T, V>(dt, e0 + u * tpg, dv[u]);
-        if (p.silu) accumulate_vec<T, V>(st, xv[u], s);
-      }
-    }
-  }
+  Welford<A> st = park_x_dy<T, W, V>(p, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, s);
   A r = A(0);
   if (p.silu) {
     group_welford(st, red, tpg);
@@ -368,20 +429,8 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   }
 
   // 2. group sums from this thread's own vectors
-  A se = A(0), sga = A(0), sgb = A(0);
-  w.init(gs.e_begin + gs.lt, tpg, geo.K);
-  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
-    const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      A u, gamma;
-      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
-      se += u;
-      sga += gamma * d;
-      sgb += gamma * d * u;
-    }
-    w.advance();
-  }
+  A se, sga, sgb;
+  tile_sums<T, W, V>(p, g, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
   group_sum3(se, sga, sgb, red, tpg);
   const A invM = A(1) / A(geo.M);
   const A rm = se * invM;
@@ -428,21 +477,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   }
 
   // 4. dx of this thread's own vectors
-  if (p.dx) {
-    w.init(gs.e_begin + gs.lt, tpg, geo.K);
-    for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += tpg) {
-      const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
-      Vec<T, V> out;
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        A u, gamma;
-        const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
-        out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
-      }
-      store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col * V, out);
-      w.advance();
-    }
-  }
+  if (p.dx) tile_dx<T, W, V>(p, g, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, c2, c3);
 }
 
 
@@ -484,30 +519,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   const A s = to_acc(p.x[base]);
 
   // 1. park the chunk of x and dy (and, for SiLU, the Welford statistics of x)
-  Welford<A> st = welford_zero<A>();
-  Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
-  constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;
-  for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
-    Vec<T, V> xv[B], dv[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < e_end) {
-        const int64_t off = base + w.row * geo.RS + w.col * V;
-        xv[u] = load_vec<T, V>(p.x, off);
-        dv[u] = load_vec<T, V>(p.dy, off);
-        w.advance();
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < e_end) {
-        store_tile<T, V>(xt, e0 + u * tpg - e_begin, xv[u]);
-        store_tile<T, V>(dt, e0 + u * tpg - e_begin, dv[u]);
-        if (p.silu) accumulate_vec<T, V>(st, xv[u], s);
-      }
-    }
-  }
+  Welford<A> st = park_x_dy<T, W, V>(p, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, s);
   A r = A(0);
   if (p.silu) {
     group_welford(st, red, tpg);
@@ -527,21 +539,9 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
     r = (s - mu) + merge_partials(wall, cs, true).mean;
   }
 
-  // 2. the group sums, this CTA's part then the cluster's (in rank order)
-  A se = A(0), sga = A(0), sgb = A(0);
-  w.init(e_begin + lt, tpg, geo.K);
-  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-    const Vec<T, V> xv = load_tile<T, V>(xt, e - e_begin), dv = load_tile<T, V>(dt, e - e_begin);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      A u, gamma;
-      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
-      se += u;
-      sga += gamma * d;
-      sgb += gamma * d * u;
-    }
-    w.advance();
-  }
+  // 2. the group sums, this CTA's part then the cluster's
+  A se, sga, sgb;
+  tile_sums<T, W, V>(p, g, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
   group_sum3(se, sga, sgb, red, tpg);
   if (lt == 0) {
     spart[0] = se;
@@ -619,21 +619,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   }
 
   // 4. dx of this CTA's chunk
-  if (p.dx) {
-    w.init(e_begin + lt, tpg, geo.K);
-    for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-      const Vec<T, V> xv = load_tile<T, V>(xt, e - e_begin), dv = load_tile<T, V>(dt, e - e_begin);
-      Vec<T, V> out;
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        A u, gamma;
-        const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
-        out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
-      }
-      store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col * V, out);
-      w.advance();
-    }
-  }
+  if (p.dx) tile_dx<T, W, V>(p, g, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, c2, c3);
   gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }
 

@@ -69,6 +69,54 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
   return out;
 }
 
+// ---- phases of the tiled forward kernels (gn_fwd_onchip, gn_fwd_cluster) over one thread's
+// vectors e = e_begin + lt, + tpg, ... < e_end of a group (x at base), parked in the tile at
+// index e - origin.
+
+// Loads x (kLoadBatch in flight) into the tile; returns the Welford statistics of x - s.
+template <typename T, int V>
+__device__ inline Welford<acc_t<T>> park_x(const T* __restrict__ x, const Geometry& geo, int64_t base, int64_t e_begin,
+                                           int64_t e_end, int64_t origin, int lt, int tpg, Vec<T, V>* tile,
+                                           acc_t<T> s) {
+  Welford<acc_t<T>> st = welford_zero<acc_t<T>>();
+  Walk w;
+  w.init(e_begin + lt, tpg, geo.K);
+  constexpr int B = kLoadBatch<T>;
+  for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
+    Vec<T, V> v[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        v[u] = load_vec<T, V>(x, base + w.row * geo.RS + w.col * V);
+        w.advance();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      if (e0 + u * tpg < e_end) {
+        store_tile<T, V>(tile, e0 + u * tpg - origin, v[u]);  // read back by this same thread: no barrier
+        accumulate_vec<T, V>(st, v[u], s);
+      }
+    }
+  }
+  return st;
+}
+
+// y of this thread's vectors from the tile.
+template <typename T, typename W, int V>
+__device__ inline void tile_epilogue(const FwdParams<T, W>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
+                                     int64_t origin, int lt, int tpg, const Vec<T, V>* tile, acc_t<T> s, acc_t<T> m,
+                                     acc_t<T> rstd) {
+  const Geometry& geo = p.geo;
+  Walk w;
+  w.init(e_begin + lt, tpg, geo.K);
+  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
+    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e - origin), g, w.row, w.col, s, m, rstd);
+    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
+    w.advance();
+  }
+}
+
 // At most 512 threads per CTA, two CTAs per SM by registers (<= 64 each): a CTA can take a
 // whole SM's worth of shared memory, but smaller groups keep two resident.
 constexpr int kFwdOnChipMaxThreads = 512;
@@ -84,28 +132,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdPara
   const int64_t base = gs.active ? geo.group_base(gs.ng) : 0;
   const A s = gs.active ? to_acc(p.x[base]) : A(0);
 
-  Welford<A> st = welford_zero<A>();
-  Walk w;
-  w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
-  const int64_t tpg = p.sched.tpg;
-  constexpr int B = kLoadBatch<T>;
-  for (int64_t e0 = gs.e_begin + gs.lt; e0 < gs.e_end; e0 += B * tpg) {
-    Vec<T, V> v[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < gs.e_end) {
-        v[u] = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
-        w.advance();
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < gs.e_end) {
-        store_tile<T, V>(tile, e0 + u * tpg, v[u]);  // read back below by this same thread: no barrier needed
-        accumulate_vec<T, V>(st, v[u], s);
-      }
-    }
-  }
+  Welford<A> st = park_x<T, V>(p.x, geo, base, gs.e_begin, gs.e_end, 0, gs.lt, p.sched.tpg, tile, s);
   group_welford(st, red, p.sched.tpg);
   const A m = st.mean;
   const A rstd = gn_rsqrt(st.m2 / A(geo.M) + p.eps);
@@ -113,13 +140,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdPara
     p.mean[gs.ng] = s + m;
     p.rstd[gs.ng] = rstd;
   }
-  const int64_t g = gs.ng % geo.G;
-  w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
-  for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
-    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e), g, w.row, w.col, s, m, rstd);
-    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
-    w.advance();
-  }
+  tile_epilogue<T, W, V>(p, gs.ng % geo.G, base, gs.e_begin, gs.e_end, 0, gs.lt, p.sched.tpg, tile, s, m, rstd);
 }
 
 // gn_fwd_cluster (sm_90): one group per thread-block cluster of `splits` CTAs, for groups too
@@ -153,27 +174,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdPar
   const int64_t base = geo.group_base(ng);
   const A s = to_acc(p.x[base]);
 
-  Welford<A> st = welford_zero<A>();
-  Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
-  constexpr int B = kLoadBatch<T>;
-  for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
-    Vec<T, V> v[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < e_end) {
-        v[u] = load_vec<T, V>(p.x, base + w.row * geo.RS + w.col * V);
-        w.advance();
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      if (e0 + u * tpg < e_end) {
-        store_tile<T, V>(tile, e0 + u * tpg - e_begin, v[u]);  // read back below by this same thread
-        accumulate_vec<T, V>(st, v[u], s);
-      }
-    }
-  }
+  Welford<A> st = park_x<T, V>(p.x, geo, base, e_begin, e_end, e_begin, lt, tpg, tile, s);
   group_welford(st, red, tpg);
   if (lt == 0) {
     part[0] = st.n;
@@ -195,13 +196,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdPar
     p.mean[ng] = s + m;
     p.rstd[ng] = rstd;
   }
-  const int64_t g = ng % geo.G;
-  w.init(e_begin + lt, tpg, geo.K);
-  for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e - e_begin), g, w.row, w.col, s, m, rstd);
-    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
-    w.advance();
-  }
+  tile_epilogue<T, W, V>(p, ng % geo.G, base, e_begin, e_end, e_begin, lt, tpg, tile, s, m, rstd);
   gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }
 
