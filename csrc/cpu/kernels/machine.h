@@ -102,12 +102,17 @@ inline const MachineInfo& machine() {
   return info;
 }
 
-// Huge pages for fresh outputs: on where the machine gives them on request, unless the
-// environment says GROUPNORM_CPU_HUGE_PAGES=0; set_cpu_huge_pages() switches it (A/B runs).
+// Huge pages for fresh outputs: off unless the environment says GROUPNORM_CPU_HUGE_PAGES=1
+// (and the machine gives them on request); set_cpu_huge_pages() switches it (A/B runs).
+// Off by default because their cost depends on how the host backs the memory, which the
+// machine does not report: on one AMD EPYC VM large forwards took 0.33x-0.65x of the time; on
+// another (Zen 5, 2026-12-02, 60 interleaved calls each) a 98 MiB forward was 7.6 ms median
+// but 62 ms at the 90th percentile and 126 ms at worst (4 KiB pages: 23.4 / 24.6 / 44 ms), and
+// a 32 MiB one 17.5 ms median against 8.1 ms.
 inline std::atomic<bool>& huge_pages_on() {
   static std::atomic<bool> on{[] {
     const char* env = std::getenv("GROUPNORM_CPU_HUGE_PAGES");
-    return machine().thp_madvise && machine().huge_page > 0 && !(env && env[0] == '0');
+    return machine().thp_madvise && machine().huge_page > 0 && env && env[0] == '1';
   }()};
   return on;
 }
