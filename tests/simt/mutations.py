@@ -149,13 +149,13 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
     # (i) the backward's cluster barrier before the peers read a CTA's partial sums.
     Mutation(
         name="i_bwd_missing_cluster_sync",
-        file="backward.cuh",
+        file="backward_tiled.cuh",
         old="  gn_cluster_sync();  // every CTA's sums are written (and its tiles complete)\n",
         new="  // MUTATION i: cluster.sync() removed\n",
         mode="tsan",
         what="cluster.sync() removed between the backward's partial sums and the peers' DSMEM reads",
         args=("--case-filter", "f32_cluster4_nchw"),
-        expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_cluster", "backward.cuh:"),
+        expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_cluster", "backward_tiled.cuh:"),
     ),
 ]}
 

@@ -18,6 +18,7 @@
 #include "cuda/launch_plan.h"
 #include "cuda/kernels/backward.cuh"
 #include "cuda/kernels/backward_rows.cuh"
+#include "cuda/kernels/backward_tiled.cuh"
 #include "cuda/kernels/forward.cuh"
 
 // gn_bwd_sums_nhwc sizes its static shared buffer for the planner's block size.

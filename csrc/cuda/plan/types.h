@@ -88,10 +88,10 @@ struct DeviceProblem : Problem {
 
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
 struct Overrides {
-  Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits) or Split;
-                                       // forward Rows / Cluster (only where they apply, else Split)
+  Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits), Cluster
+                                       // (only where it applies) or Split; Rows (only where it applies)
   int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group;
-                                // forward Rows: pieces per sample; forward Cluster: CTAs per cluster
+                                // forward Rows: pieces per sample; Cluster: CTAs per cluster
   int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
   int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
   int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
