@@ -106,6 +106,54 @@ __device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base
 //   3. per channel of the group (`chan_lanes` threads each, fixed order): a = sum dy',
 //      bsum = sum dy' * u -> the dweight/dbias terms for gn_bwd_params;
 //   4. dx of this thread's vectors.
+// The dweight / dbias terms of every channel of group g from the tiles holding the walk-order
+// elements [E0, E1) of the group (all of it: [0, M)): the elements of channel cc there are
+// E = cc * cstr + q * pstr for q in [q0, q1); `chan_lanes` lanes per channel, every thread of
+// the CTA running the same trips (convergent sub-warp shuffles). Written to row `row` of dwp.
+template <typename T, typename W, int V>
+__device__ inline void tile_channel_terms(const BwdParams<T, W>& p, int64_t g, int64_t row, int64_t E0, int64_t E1,
+                                          bool active, int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt,
+                                          acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T> rm) {
+  using A = acc_t<T>;
+  const Geometry& geo = p.geo;
+  const T* xs = reinterpret_cast<const T*>(xt);
+  const T* ds = reinterpret_cast<const T*>(dt);
+  const int L = p.chan_lanes;
+  const int cl = lt / L, li = lt - cl * L;
+  const int cpt = tpg / L;                                  // channels per trip
+  const int64_t cstr = geo.channels_last ? 1 : geo.HxW;    // element stride between channels
+  const int64_t pstr = geo.channels_last ? geo.D : 1;      // element stride between positions
+  for (int64_t c0 = 0; c0 < geo.D; c0 += cpt) {
+    const int64_t cc = c0 + cl;
+    const bool valid = active && cc < geo.D;
+    const int64_t c = g * geo.D + cc;
+    const A gamma = (valid && p.weight) ? to_acc(p.weight[c]) : A(1);
+    const A beta = (valid && p.bias) ? to_acc(p.bias[c]) : A(0);
+    A sa = A(0), sb = A(0);
+    if (valid) {
+      const int64_t lo = E0 - cc * cstr, hi = E1 - cc * cstr;  // q * pstr in [lo, hi)
+      const int64_t q0 = lo <= 0 ? 0 : (lo + pstr - 1) / pstr;
+      int64_t q1 = hi <= 0 ? 0 : (hi + pstr - 1) / pstr;
+      q1 = q1 < geo.HxW ? q1 : geo.HxW;
+      for (int64_t q = q0 + li; q < q1; q += L) {
+        const int64_t i = cc * cstr + q * pstr - E0;
+        const A u = to_acc(xs[i]) - mu;
+        const A d = dy_eff(to_acc(ds[i]), u, r, rho, gamma, beta, p.silu);
+        sa += d;
+        sb += d * u;
+      }
+    }
+    for (int off = L >> 1; off >= 1; off >>= 1) {
+      sa += shfl_xor(sa, off);
+      sb += shfl_xor(sb, off);
+    }
+    if (valid && li == 0) {
+      p.dwp[2 * (row * geo.C + c)] = rho * (sb - rm * sa);
+      p.dwp[2 * (row * geo.C + c) + 1] = sa;
+    }
+  }
+}
+
 // Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D].
 template <typename T, typename W, int V>
 __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
@@ -140,42 +188,10 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   const A c2 = -rho * rho * Acoef * invM;
   const A c3 = rho * (rm * rho * Acoef - sga) * invM;
 
-  // 3. per-channel sums for dweight / dbias (every thread of the group runs the same trips,
-  //    so the sub-warp shuffles below are convergent)
+  // 3. per-channel dweight / dbias terms of the whole group
   if (p.dwp) {
     __syncthreads();  // the tiles of the whole group
-    const T* xs = reinterpret_cast<const T*>(xt);
-    const T* ds = reinterpret_cast<const T*>(dt);
-    const int L = p.chan_lanes;
-    const int cl = gs.lt / L, li = gs.lt - cl * L;
-    const int cpt = tpg / L;  // channels per trip
-    const int64_t cs = geo.channels_last ? 1 : geo.HxW;  // element stride between channels
-    const int64_t ps = geo.channels_last ? geo.D : 1;    // element stride between positions
-    for (int64_t c0 = 0; c0 < geo.D; c0 += cpt) {
-      const int64_t cc = c0 + cl;
-      const bool valid = gs.active && cc < geo.D;
-      const int64_t c = g * geo.D + cc;
-      const A gamma = (valid && p.weight) ? to_acc(p.weight[c]) : A(1);
-      const A beta = (valid && p.bias) ? to_acc(p.bias[c]) : A(0);
-      A sa = A(0), sb = A(0);
-      if (valid) {
-        for (int64_t q = li; q < geo.HxW; q += L) {
-          const int64_t i = cc * cs + q * ps;
-          const A u = to_acc(xs[i]) - mu;
-          const A d = dy_eff(to_acc(ds[i]), u, r, rho, gamma, beta, p.silu);
-          sa += d;
-          sb += d * u;
-        }
-      }
-      for (int off = L >> 1; off >= 1; off >>= 1) {
-        sa += shfl_xor(sa, off);
-        sb += shfl_xor(sb, off);
-      }
-      if (valid && li == 0) {
-        p.dwp[2 * (n * geo.C + c)] = rho * (sb - rm * sa);
-        p.dwp[2 * (n * geo.C + c) + 1] = sa;
-      }
-    }
+    tile_channel_terms<T, W, V>(p, g, n, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, rm);
   }
 
   // 4. dx of this thread's own vectors
@@ -276,49 +292,9 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   const A c2 = -rho * rho * Acoef * invM;
   const A c3 = rho * (rm * rho * Acoef - sga) * invM;
 
-  // 3. this CTA's dweight / dbias terms per channel: the elements of channel cc in the chunk
-  //    are E = cc * cstr + q * pstr for q in [q0, q1) (walk-order element E; the chunk holds
-  //    [e_begin * V, e_end * V)); `chan_lanes` lanes per channel, convergent sub-warp shuffles.
-  if (p.dwp) {
-    const T* xs = reinterpret_cast<const T*>(xt);
-    const T* ds = reinterpret_cast<const T*>(dt);
-    const int Ln = p.chan_lanes;
-    const int cl = lt / Ln, li = lt - cl * Ln;
-    const int cpt = tpg / Ln;
-    const int64_t cstr = geo.channels_last ? 1 : geo.HxW;
-    const int64_t pstr = geo.channels_last ? geo.D : 1;
-    const int64_t E0 = e_begin * V, E1 = e_end * V;
-    for (int64_t c0 = 0; c0 < geo.D; c0 += cpt) {
-      const int64_t cc = c0 + cl;
-      const bool valid = cc < geo.D;
-      const int64_t c = g * geo.D + cc;
-      const A gamma = (valid && p.weight) ? to_acc(p.weight[c]) : A(1);
-      const A beta = (valid && p.bias) ? to_acc(p.bias[c]) : A(0);
-      A sa = A(0), sb = A(0);
-      if (valid) {
-        const int64_t lo = E0 - cc * cstr, hi = E1 - cc * cstr;  // q * pstr in [lo, hi)
-        const int64_t q0 = lo <= 0 ? 0 : (lo + pstr - 1) / pstr;
-        int64_t q1 = hi <= 0 ? 0 : (hi + pstr - 1) / pstr;
-        q1 = q1 < geo.HxW ? q1 : geo.HxW;
-        for (int64_t q = q0 + li; q < q1; q += Ln) {
-          const int64_t i = cc * cstr + q * pstr - E0;
-          const A u = to_acc(xs[i]) - mu;
-          const A d = dy_eff(to_acc(ds[i]), u, r, rho, gamma, beta, p.silu);
-          sa += d;
-          sb += d * u;
-        }
-      }
-      for (int off = Ln >> 1; off >= 1; off >>= 1) {
-        sa += shfl_xor(sa, off);
-        sb += shfl_xor(sb, off);
-      }
-      if (valid && li == 0) {
-        const int64_t row = n * cs + rank;
-        p.dwp[2 * (row * geo.C + c)] = rho * (sb - rm * sa);
-        p.dwp[2 * (row * geo.C + c) + 1] = sa;
-      }
-    }
-  }
+  // 3. this CTA's dweight / dbias terms per channel, row (n, rank) of the terms
+  if (p.dwp)
+    tile_channel_terms<T, W, V>(p, g, n * cs + rank, e_begin * V, e_end * V, true, lt, tpg, xt, dt, mu, r, rho, rm);
 
   // 4. dx of this CTA's chunk
   if (p.dx) tile_dx<T, W, V>(p, g, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, c2, c3);
