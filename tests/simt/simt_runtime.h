@@ -858,12 +858,8 @@ void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_byt
   detail::run_grid(grid, block, smem_bytes, detail::Body{&detail::KernelCall<P...>::invoke, &kc}, cluster_x);
 }
 
-// cooperative_groups::this_cluster(): block_rank(), num_blocks(), sync(), map_shared_rank().
+// cooperative_groups::this_cluster(): block_rank(), sync(), map_shared_rank().
 inline unsigned cluster_rank() { return detail::ctx("cluster.block_rank()").block->cluster_rank; }
-inline unsigned cluster_size() {
-  const detail::Block* b = detail::ctx("cluster.num_blocks()").block;
-  return b->cluster ? unsigned(b->cluster->blocks.size()) : 1u;
-}
 inline void cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   detail::cluster_sync(file, line);
 }

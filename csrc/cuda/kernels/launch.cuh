@@ -29,7 +29,6 @@ inline T* gn_dynamic_smem() {
   (gn_allow_dynamic_smem((kernel), (smem_bytes)),                                   \
    ::simt::launch_cluster((kernel), (grid), (block), (smem_bytes), (cluster_x), __VA_ARGS__))
 inline unsigned gn_cluster_rank() { return ::simt::cluster_rank(); }
-inline unsigned gn_cluster_size() { return ::simt::cluster_size(); }
 inline void gn_cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   ::simt::cluster_sync(file, line);
 }
@@ -104,7 +103,6 @@ inline void gn_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_
   gn_launch_cluster((kernel), (grid), (block), (smem_bytes), (stream), (cluster_x), __VA_ARGS__)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ unsigned gn_cluster_rank() { return cooperative_groups::this_cluster().block_rank(); }
-__device__ __forceinline__ unsigned gn_cluster_size() { return cooperative_groups::this_cluster().num_blocks(); }
 __device__ __forceinline__ void gn_cluster_sync() { cooperative_groups::this_cluster().sync(); }
 template <typename T>
 __device__ __forceinline__ T* gn_cluster_map(T* p, unsigned rank) {
@@ -112,7 +110,6 @@ __device__ __forceinline__ T* gn_cluster_map(T* p, unsigned rank) {
 }
 #else
 __device__ __forceinline__ unsigned gn_cluster_rank() { __trap(); return 0; }
-__device__ __forceinline__ unsigned gn_cluster_size() { __trap(); return 1; }
 __device__ __forceinline__ void gn_cluster_sync() { __trap(); }
 template <typename T>
 __device__ __forceinline__ T* gn_cluster_map(T* p, unsigned) { __trap(); return p; }

@@ -10,6 +10,15 @@ namespace plan {
 
 namespace detail {
 
+// Channels of a group shared out over its `tpg` threads in the per-channel sums of the tiled
+// kernels: as many lanes per channel as the threads allow (a power of two <= 32, so the lanes
+// of a channel are within one warp).
+inline int64_t chan_lanes(int64_t tpg, int64_t D) {
+  int64_t l = clamp64(tpg / std::max<int64_t>(1, D), 1, 32);
+  while (l & (l - 1)) l &= l - 1;
+  return l;
+}
+
 // OnChip: gn_bwd_onchip (+ gn_bwd_params), x and dy tiles of `on.gpb` groups in shared memory.
 inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t slot2, int64_t split_max) {
   const DeviceProblem& p = b.prob;
@@ -17,10 +26,7 @@ inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t sl
   b.schedule = Schedule::OnChip;
   b.walk = on;
   b.smem_bytes = on.gpb * slot2;
-  // Channels of a group shared out over its threads: as many lanes per channel as the
-  // threads allow (a power of two <= 32, so the lanes of a channel are within one warp).
-  b.chan_lanes = clamp64(on.tpg / std::max<int64_t>(1, p.D()), 1, 32);
-  while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
+  b.chan_lanes = chan_lanes(on.tpg, p.D());
   b.ws_dwp = 0;
   b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
   Launch l = make_launch(Kernel::BwdOnChip, b.smem_bytes, 3 * 32 * acc);  // + static reduction buffer
@@ -40,8 +46,7 @@ inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t s
   b.schedule = Schedule::Cluster;
   b.walk = cw;
   b.smem_bytes = smem;
-  b.chan_lanes = clamp64(cw.tpg / std::max<int64_t>(1, p.D()), 1, 32);
-  while (b.chan_lanes & (b.chan_lanes - 1)) b.chan_lanes &= b.chan_lanes - 1;
+  b.chan_lanes = chan_lanes(cw.tpg, p.D());
   b.dwp_rows = p.N * cw.splits;
   b.ws_dwp = 0;
   b.workspace_bytes = round_up(b.dwp_rows * p.C * 2 * acc, 256);

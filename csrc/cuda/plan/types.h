@@ -68,7 +68,6 @@ constexpr int64_t kDynSmemBytes = kSmemBudgetBytes - kStaticSmemBytes;  // dynam
 // Shared memory per block with cudaFuncAttributeMaxDynamicSharedMemorySize
 // (cudaDevAttrMaxSharedMemoryPerBlockOptin): 227 KiB on sm_90, 163 KiB on sm_80.
 constexpr int64_t kSmemOptinSm90 = 232448;
-constexpr int64_t kSmemOptinSm80 = 166912;
 constexpr int64_t kMinChunkElems = 1024;             // smallest piece of a group per CTA
 constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the walk kernels
 constexpr int64_t kMaxClusterBwdTpg = 512;           // threads per CTA, cluster backward (== kernels::kMaxThreadsBwdCluster)
