@@ -46,11 +46,11 @@ ADDR_RE = re.compile(r"\[(R\d+)(?:\.64)?(?:\+(-?0x[0-9a-f]+))?\]")
 MEM_OPS = ("LDG", "STG", "LDS", "STS", "LDL", "STL")
 
 # Kernels that write / read tensor data (the rest move parameters and statistics only).
-WRITES_TENSOR = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_bwd_cluster", "gn_fwd_apply", "gn_fwd_apply_rows", "gn_bwd_dx", "gn_bwd_dx_rows",
+WRITES_TENSOR = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_bwd_cluster", "gn_fwd_apply", "gn_fwd_apply_rows", "gn_bwd_dx", "gn_bwd_dx_rows",
                  "gn_bwd_onchip"}
 READS_TENSOR = WRITES_TENSOR | {"gn_fwd_stats", "gn_fwd_stats_rows", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc",
                                 "gn_bwd_sums_rows"}
-ONCHIP = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_bwd_onchip", "gn_bwd_cluster"}
+ONCHIP = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_bwd_onchip", "gn_bwd_cluster"}
 SM90_ONLY = {"gn_fwd_cluster", "gn_bwd_cluster"}  # thread-block clusters
 ELEM_BYTES = {"float": 4, "double": 8, "__half": 2, "__nv_bfloat16": 2}
 # Fewest 128-bit global loads of an on-chip kernel's streaming loop (kLoadBatch in common.cuh).

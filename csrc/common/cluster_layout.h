@@ -1,6 +1,6 @@
-// Shared-memory layouts of the cluster kernels (gn_fwd_cluster, gn_bwd_cluster): one definition
-// for the kernels, which carve their dynamic shared memory with them, and the planner, which
-// sizes the launches.
+// Shared-memory layouts of the cluster kernels (gn_fwd_cluster, gn_bwd_cluster, gn_fwd_bundle):
+// one definition for the kernels, which carve their dynamic shared memory with them, and the
+// planner, which sizes the launches.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +42,25 @@ GN_HOST_DEVICE inline ClusterBwdSmem cluster_bwd_smem_layout(int64_t chunk_vecto
   l.wall = l.spart + 3;
   l.sall = l.wall + 3 * cluster;
   l.bytes = 2 * l.tile_bytes + (l.sall + 3 * cluster) * acc_bytes;
+  return l;
+}
+
+// The bundle forward (gn_fwd_bundle): the chunk's vectors, then, as accumulator values: the
+// (n, mean, M2) of the two groups each of the `span` working threads touches (6 per thread),
+// the CTA's partial per group of the bundle (3 per group), the gathered partials of the
+// cluster (per group, 3 per rank) and the final (m, rstd) per group.
+struct BundleSmem {
+  int64_t tile_bytes, part, gpart, all, fin, bytes;
+};
+GN_HOST_DEVICE inline BundleSmem bundle_smem_layout(int64_t chunk_vectors, int64_t vec_bytes, int64_t acc_bytes,
+                                                    int64_t span, int64_t k, int64_t cluster) {
+  BundleSmem l;
+  l.tile_bytes = (chunk_vectors * vec_bytes + 15) / 16 * 16;
+  l.part = 0;
+  l.gpart = 6 * span;
+  l.all = l.gpart + 3 * k;
+  l.fin = l.all + 3 * k * cluster;
+  l.bytes = l.tile_bytes + (l.fin + 2 * k) * acc_bytes;
   return l;
 }
 

@@ -20,13 +20,20 @@
 //                    16-byte vectors: a group per thread-block cluster of 2-8 CTAs, each CTA
 //                    parking one chunk in its shared memory, the partial statistics exchanged
 //                    through distributed shared memory: 1 read + 1 write.
+//   forward Bundle : gn_fwd_bundle. Channels-last groups that are not a whole number of 16-byte
+//                    vectors (C / G % V != 0, C % V == 0: SD UNet's 10 channels per group), k =
+//                    V / gcd(D, V) groups at a time (whole vectors per spatial row, no vector
+//                    touching more than two groups) on one CTA or a thread-block cluster (sm_90),
+//                    parked in shared memory between the statistics and the epilogue: 1 read +
+//                    1 write. Chosen before the others wherever it applies and fits.
 //   forward Split  : gn_fwd_stats + gn_fwd_apply. Each group cut into `splits` chunks of
 //                    `chunk` vectors; partial (count, mean, M2) in an fp32 (fp64) workspace,
 //                    merged in a fixed order by every apply CTA: 2 reads + 1 write.
 //   forward Rows   : gn_fwd_stats_rows + gn_fwd_finalize + gn_fwd_apply_rows. Channels-last
 //                    only, when a group's channels are not a whole number of 16-byte vectors
-//                    but a row of C channels is (the Split walk would load scalars): CTAs take
-//                    `piece_len` spatial rows x all C channels of one sample: 2 reads + 1 write.
+//                    but a row of C channels is (the Split walk would load scalars) and the
+//                    Bundle schedule does not apply: CTAs take `piece_len` spatial rows x all C
+//                    channels of one sample: 2 reads + 1 write.
 //   backward OnChip: gn_bwd_onchip + gn_bwd_params. A group's x and dy parked in shared
 //                    memory between the reductions and dx: reads x and dy once, writes dx
 //                    (3 accesses, SiLU included). Chosen on the same terms as the forward's

@@ -115,7 +115,7 @@ enum Mask { ALL = 0, DX_ONLY = 1, PARAMS_ONLY = 2 };
 enum Tag : unsigned { T_QUICK = 1, T_TSAN = 2, T_ASAN = 4, T_MUT = 8 };
 
 struct Expect {  // what the plan must look like (else the case FAILS: coverage is asserted)
-  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows, 3 cluster
+  int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows, 3 cluster, 4 bundle
   int bwd_sched = -1;     // -1 any, 0 on-chip, 1 split
   int vec = 0;            // 0 any, 1 scalar, 2 vectorized (> 1)
   bool gpb_gt1 = false;   // on-chip: several groups per CTA
@@ -146,6 +146,7 @@ static const char* sched_name(P::Schedule s) {
   return s == P::Schedule::OnChip ? "onchip"
          : s == P::Schedule::Rows  ? "rows"
          : s == P::Schedule::Cluster ? "cluster"
+         : s == P::Schedule::Bundle ? "bundle"
                                      : "split";
 }
 
@@ -172,6 +173,7 @@ const void* kernel_of_v(P::Kernel id) {
     switch (id) {
       case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
       case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, V>);
+      case P::Kernel::FwdBundle: return fn(&K::gn_fwd_bundle<T, W, V>);
       case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, V>);
       case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, V>);
       case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
@@ -349,15 +351,17 @@ static void run_case(const Case& cs) {
 
   // ---------------------------------------------------------------- plan expectations (coverage)
   const Expect& e = cs.ex;
+  const bool rows = fp.schedule == P::Schedule::Rows, bun = fp.schedule == P::Schedule::Bundle;
   if (e.fwd_sched >= 0 && static_cast<int>(fp.schedule) != e.fwd_sched) why += " plan:fwd-schedule";
   if (e.bwd_sched >= 0 && static_cast<int>(bp.schedule) != e.bwd_sched) why += " plan:bwd-schedule";
   if (e.vec == 1 && (fp.vec != 1 || bp.vec != 1)) why += " plan:not-scalar";
   if (e.vec == 2 && (fp.vec == 1 || bp.vec == 1)) why += " plan:not-vectorized";
   if (e.gpb_gt1 && fp.walk.gpb <= 1) why += " plan:gpb";
-  if (e.splits_gt1 && (fp.walk.splits <= 1 || bp.schedule != P::Schedule::Split || bp.walk.splits <= 1))
+  if (e.splits_gt1 && !bun && (fp.walk.splits <= 1 || bp.schedule != P::Schedule::Split || bp.walk.splits <= 1))
     why += " plan:splits";
   if (e.pieces_gt1 && (bp.schedule != P::Schedule::Split || bp.sums.pieces <= 1)) why += " plan:pieces";
-  if (fp.walk.block() < e.min_block) why += " plan:block";
+  if ((bun ? fp.bundle.block : fp.walk.block()) < e.min_block) why += " plan:block";
+  if (e.splits_gt1 && bun && fp.bundle.cluster <= 1) why += " plan:bundle-cluster";
 
   Fnv h;
   h.add(y.p, numel * sizeof(T));
@@ -370,15 +374,16 @@ static void run_case(const Case& cs) {
   std::string ks;
   for (const auto& k : kern) ks += (ks.empty() ? "" : ",") + k;
   const bool ok = why.empty();
-  const bool rows = fp.schedule == P::Schedule::Rows;  // fwd[splits=] prints its pieces per sample
+  // fwd[splits=] prints the Rows schedule's pieces per sample, the Bundle schedule's cluster size
   if (!ok) ++g_failures;
   std::printf(
       "CASE %-34s fwd[%s vec=%lld splits=%lld tpg=%lld gpb=%lld grid=%lld block=%lld] "
       "bwd[%s %s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld] kernels=%s "
       "err[y=%.2e mean=%.2e rstd=%.2e dx=%.2e dw=%.2e db=%.2e] tol=%.1e hash=%016llx ms=%.0f %s%s\n",
-      cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec, (long long)(rows ? fp.rows.pieces : fp.walk.splits),
-      (long long)fp.walk.tpg, (long long)fp.walk.gpb, (long long)(rows ? fp.rows.grid : fp.walk.grid),
-      (long long)(rows ? fp.rows.block : fp.walk.block()),
+      cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec,
+      (long long)(rows ? fp.rows.pieces : bun ? fp.bundle.cluster : fp.walk.splits), (long long)fp.walk.tpg,
+      (long long)fp.walk.gpb, (long long)(rows ? fp.rows.grid : bun ? fp.bundle.grid : fp.walk.grid),
+      (long long)(rows ? fp.rows.block : bun ? fp.bundle.block : fp.walk.block()),
       sched_name(bp.schedule), cs.cl ? "nhwc" : "nchw", (long long)bp.vec, (long long)bp.sums.pieces, (long long)bp.sums.grid,
       (long long)bp.sums.block, (long long)bp.walk.splits, (long long)bp.walk.grid, ks.c_str(), ry,
       (double)emean, (double)erstd, rx, rw, rb, tT, (unsigned long long)h.h, ms, ok ? "PASS" : "FAIL", why.c_str());
@@ -508,7 +513,9 @@ static std::vector<Case> make_cases() {
     add("f32_rows3_affine_none_nhwc", DT::F32, false, 3, 24, 7, 4, true, true, false, false, ov_rows(3), Q | T_ASAN, eR);
     // D = 3 < 4: vectors spanning two groups
     add("f32_rows3_weight_only_d3_nhwc", DT::F32, false, 2, 24, 20, 8, true, false, true, false, ov_rows(3), 0, eR);
-    add("f32_rows_auto_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eR);
+    // the planner's own choice: the forward as bundles (below), the backward as rows
+    Expect eBR; eBR.fwd_sched = 4; eBR.bwd_sched = 2;
+    add("f32_bundle_auto_rows_bwd_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eBR);
     add("f32_rows_mean1e4_nhwc", DT::F32, false, 2, 24, 40, 4, true, false, true, true, ov_rows(3), Q, eR, ALL, 1e4, 1e-2);
     add("f32_rows3_mask_dx_only_nhwc", DT::F32, false, 2, 24, 20, 4, true, true, true, true, ov_rows(3), Q | T_TSAN, eR,
         DX_ONLY);
@@ -551,6 +558,34 @@ static std::vector<Case> make_cases() {
     // of channels (NHWC: 5 vectors per chunk, 2 per row)
     add("f32_cluster3_split_channel_nchw", DT::F32, false, 2, 8, 60, 2, false, true, true, true, c3, Q | T_TSAN, eC);
     add("f32_cluster4_split_row_silu_nhwc", DT::F32, false, 2, 16, 9, 2, true, true, true, true, c4, Q | T_ASAN, eC);
+  }
+  // Bundles (forward): channels-last groups that are not whole vectors, k groups at a time on one
+  // CTA or a cluster: D = 10 (k = 2, 5 vectors per row), D = 3 (k = 4, vectors across groups at
+  // both ends), uneven chunks (3 ranks over 20 rows; 4 over 10), SiLU, large mean, affine
+  // variants, 16-bit (bf16 D = 10: k = 4) and fp64 (D = 3, V = 2), the planner's choice with
+  // and without clusters, a CTA of 512 threads.
+  {
+    auto bnd = [](int64_t cs) { P::Overrides o; o.schedule = P::Schedule::Bundle; o.splits = cs; return o; };
+    Expect eB; eB.fwd_sched = 4;  // (the backward of these shapes may be scalar)
+    Expect eBc = eB; eBc.splits_gt1 = true;
+    add("f32_bundle1_nhwc", DT::F32, false, 2, 40, 18, 4, true, false, true, true, bnd(1),
+        Q | T_TSAN | T_ASAN | T_MUT, eB);
+    add("f32_bundle3_silu_nhwc", DT::F32, false, 2, 40, 20, 4, true, true, true, true, bnd(3), Q | T_TSAN | T_ASAN | T_MUT,
+        eBc);
+    add("f32_bundle2_d3_weight_only_nhwc", DT::F32, false, 2, 24, 14, 8, true, false, true, false, bnd(2), Q | T_ASAN,
+        eBc);
+    add("f32_bundle2_mean1e4_nhwc", DT::F32, false, 2, 40, 16, 4, true, true, true, true, bnd(2), Q, eBc, ALL, 1e4, 1e-2);
+    add("f32_bundle4_affine_none_nhwc", DT::F32, false, 3, 40, 10, 4, true, true, false, false, bnd(4), Q | T_TSAN, eBc);
+    add("bf16wf32_bundle2_silu_nhwc", DT::BF16, true, 2, 40, 12, 4, true, true, true, true, bnd(2), Q | T_TSAN, eBc);
+    add("bf16_bundle1_d20_nhwc", DT::BF16, false, 2, 80, 9, 4, true, false, true, true, bnd(1), Q | T_ASAN, eB);
+    add("f16_bundle2_nhwc", DT::F16, false, 2, 40, 16, 4, true, false, true, false, bnd(2), Q, eBc);
+    add("f64_bundle2_d3_nhwc", DT::F64, false, 2, 6, 15, 2, true, true, true, true, bnd(2), Q, eBc);
+    Expect eBa = eB; eBa.splits_gt1 = true;
+    add("f32_bundle_auto_cluster_nhwc", DT::F32, false, 1, 40, 64, 4, true, false, true, true, AUTO, Q, eBa);
+    add("f32_bundle_auto_sm80_nhwc", DT::F32, false, 1, 40, 64, 4, true, true, true, true, AUTO, Q, eB);
+    v.back().max_cluster = 1;  // no clusters: one CTA per bundle
+    Expect eB512 = eB; eB512.min_block = 512;
+    add("f32_bundle1_block512_nhwc", DT::F32, false, 1, 40, 512, 4, true, false, true, true, bnd(1), Q, eB512);
   }
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());

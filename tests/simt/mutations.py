@@ -157,6 +157,19 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         args=("--case-filter", "f32_cluster4_nchw"),
         expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_cluster", "backward_tiled.cuh:"),
     ),
+    # (j) a bundle's column that straddles two groups adds its first group's state to the second
+    # group as well (the lane-to-group bookkeeping of gn_fwd_bundle): wrong statistics.
+    Mutation(
+        name="j_bundle_wrong_group_slot",
+        file="forward_bundle.cuh",
+        old="== gb ? 0 : 3;",
+        new="== gb ? 0 : 0;",
+        mode="plain",
+        what="gn_fwd_bundle merges a straddling column's first-group state into the next group too",
+        args=("--case-filter", "f32_bundle1_nhwc"),
+        expect=("FAIL", " mean", " rstd"),
+        stream="stdout",
+    ),
 ]}
 
 

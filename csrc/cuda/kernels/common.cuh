@@ -352,6 +352,14 @@ __device__ inline GroupSlot slot_of(const WalkSched& s, const Geometry& geo) {
   return r;
 }
 
+// Channels-last bundle schedule (gn_fwd_bundle): k groups of D channels per bundle (cols
+// vectors per spatial row), `cluster` CTAs per bundle with chunk_rows spatial rows each,
+// rows_par x cols working threads per CTA.
+struct BundleSched {
+  int64_t chunk_rows;
+  int k, cols, rows_par, cluster;
+};
+
 // Channels-last rows schedule (gn_fwd_*_rows): CTA (n, piece) covers spatial rows
 // [piece * piece_len, ...) of sample n, all C channels; thread = (row lane rl, vector column
 // lc of C / V), rows_par row lanes x (C / V) columns, extra threads idle.

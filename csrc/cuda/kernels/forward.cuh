@@ -34,6 +34,7 @@ template <typename T, typename W> struct FwdParams {
   Geometry geo;
   WalkSched sched;
   RowsSched rows;
+  BundleSched bundle;
   acc_t<T> eps;
   bool silu;
 };

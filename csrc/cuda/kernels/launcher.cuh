@@ -20,6 +20,7 @@
 #include "cuda/kernels/backward_rows.cuh"
 #include "cuda/kernels/backward_tiled.cuh"
 #include "cuda/kernels/forward.cuh"
+#include "cuda/kernels/forward_bundle.cuh"
 
 // gn_bwd_sums_nhwc sizes its static shared buffer for the planner's block size.
 static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels::kNhwcSumsMaxThreads,
@@ -137,6 +138,11 @@ FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPl
   p.rows.pieces = pl.rows.pieces;
   p.rows.piece_len = pl.rows.piece_len;
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
+  p.bundle.chunk_rows = pl.bundle.chunk_rows;
+  p.bundle.k = static_cast<int>(pl.bundle.k);
+  p.bundle.cols = static_cast<int>(pl.bundle.cols);
+  p.bundle.rows_par = static_cast<int>(pl.bundle.rows_par);
+  p.bundle.cluster = static_cast<int>(pl.bundle.cluster);
   p.eps = static_cast<acc_t<T>>(a.eps);
   p.silu = pl.prob.act == Activation::SiLU;
   return p;
@@ -165,6 +171,14 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
         if constexpr (V > 1) {
           auto k = gn_fwd_cluster<T, W, V>;
           GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
+          break;
+        }
+        not_in_direction(l, "scalar forward");
+      case plan::Kernel::FwdBundle:
+        if constexpr (V > 1) {
+          auto k = gn_fwd_bundle<T, W, V>;
+          if (l.cluster > 1) GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
+          else GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
         not_in_direction(l, "scalar forward");

@@ -67,7 +67,8 @@ inline Traffic forward_traffic(ForwardPlan& f) {
   for (Launch& l : f.launches) {
     switch (l.id) {
       case Kernel::FwdOnChip:
-      case Kernel::FwdCluster: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdCluster:
+      case Kernel::FwdBundle: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
       case Kernel::FwdStats:
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, partials, t); break;
       case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t); break;

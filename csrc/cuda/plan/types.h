@@ -18,7 +18,7 @@ namespace plan {
 // Every kernel a plan can launch. The launcher (kernels/launcher.cuh) switches on it; the
 // backward's SiLU pre-pass is FwdStats / FwdStatsRows writing the backward's workspace.
 enum class Kernel : int {
-  FwdOnChip, FwdCluster, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
+  FwdOnChip, FwdCluster, FwdBundle, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
   BwdOnChip, BwdCluster, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
 };
 
@@ -26,6 +26,7 @@ inline const char* kernel_name(Kernel k) {
   switch (k) {
     case Kernel::FwdOnChip: return "gn_fwd_onchip";
     case Kernel::FwdCluster: return "gn_fwd_cluster";
+    case Kernel::FwdBundle: return "gn_fwd_bundle";
     case Kernel::FwdStats: return "gn_fwd_stats";
     case Kernel::FwdApply: return "gn_fwd_apply";
     case Kernel::FwdStatsRows: return "gn_fwd_stats_rows";
@@ -76,7 +77,7 @@ constexpr int64_t kMaxOnChipTpg = 512;               // threads per CTA, on-chip
 constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
 constexpr int64_t kMaxGridX = 2147483647;
 
-enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2, Cluster = 3 };
+enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2, Cluster = 3, Bundle = 4 };
 
 // The problem (common/problem.h) on a device: what the planner needs to know of the GPU.
 struct DeviceProblem : Problem {
@@ -88,9 +89,11 @@ struct DeviceProblem : Problem {
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
 struct Overrides {
   Schedule schedule = Schedule::Auto;  // forward and backward: OnChip (only where the group fits), Cluster
-                                       // (only where it applies) or Split; Rows (only where it applies)
+                                       // (only where it applies) or Split; Rows, Bundle (forward; only
+                                       // where they apply)
   int64_t splits = 0;           // walk kernels (forward split, SiLU pre-pass, dx): chunks per group;
-                                // forward Rows: pieces per sample; Cluster: CTAs per cluster
+                                // forward Rows: pieces per sample; Cluster: CTAs per cluster;
+                                // Bundle: CTAs per bundle (1: no cluster)
   int64_t threads_per_group = 0;  // walk kernels: threads per group (multiple of 32, <= 1024)
   int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
   int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
@@ -115,6 +118,17 @@ struct RowsPlan {
   int64_t ws_gstat = 0;                               // workspace offset of (m, rstd) per group
 };
 
+// Forward Bundle schedule (mirrors kernels::BundleSched): channels-last groups that are not a
+// whole number of 16-byte vectors, taken `k` at a time (a bundle of k * D channels is a whole
+// number, `cols`, of vectors per spatial row) by one CTA or a thread-block cluster of `cluster`
+// CTAs, each parking `chunk_rows` spatial rows of the bundle in shared memory.
+struct BundlePlan {
+  int64_t k = 1, cols = 1;             // groups per bundle, vectors per row of a bundle
+  int64_t rows_par = 1, block = 32;    // row lanes per CTA (rows_par * cols active threads)
+  int64_t cluster = 1, max_cluster = 1, chunk_rows = 0;
+  int64_t grid = 0;
+};
+
 struct ForwardPlan {
   DeviceProblem prob;
   Overrides ov;
@@ -122,6 +136,7 @@ struct ForwardPlan {
   int64_t vec = 1;
   WalkPlan walk;
   RowsPlan rows;
+  BundlePlan bundle;
   int64_t smem_bytes = 0;   // gn_fwd_onchip dynamic shared memory
   int64_t slot_bytes = 0;   // per group, on-chip
   int64_t workspace_bytes = 0;
