@@ -45,22 +45,30 @@ GN_HOST_DEVICE inline ClusterBwdSmem cluster_bwd_smem_layout(int64_t chunk_vecto
   return l;
 }
 
-// The bundle forward (gn_fwd_bundle): the chunk's vectors, then, as accumulator values: the
-// (n, mean, M2) of the two groups each of the `span` working threads touches (6 per thread),
-// the CTA's partial per group of the bundle (3 per group), the gathered partials of the
-// cluster (per group, 3 per rank) and the final (m, rstd) per group.
+// The bundle kernels (gn_fwd_bundle, gn_bwd_bundle): the chunk's tiles (x; the backward x and
+// dy), then, as accumulator values: `per_thread` values of each of the `span` working threads
+// (the forward and the backward's SiLU statistics: (n, mean, M2) of the two groups a thread
+// touches; the backward's sums: sum dy', sum dy' u per lane, sum u of the two groups), the
+// CTA's per-channel sums of the bundle (backward: 2 per channel), its per-group Welford
+// partials and sums (3 per group each), the cluster's gathered partials and sums (per group, 3
+// per rank each) and per-group results (4 per group).
 struct BundleSmem {
-  int64_t tile_bytes, part, gpart, all, fin, bytes;
+  int64_t tile_bytes, part, chan, wpart, spart, wall, sall, fin, bytes;
 };
-GN_HOST_DEVICE inline BundleSmem bundle_smem_layout(int64_t chunk_vectors, int64_t vec_bytes, int64_t acc_bytes,
-                                                    int64_t span, int64_t k, int64_t cluster) {
+GN_HOST_DEVICE inline BundleSmem bundle_smem_layout(bool backward, int64_t chunk_vectors, int64_t V, int64_t elem_bytes,
+                                                    int64_t acc_bytes, int64_t span, int64_t k, int64_t cols,
+                                                    int64_t cluster) {
   BundleSmem l;
-  l.tile_bytes = (chunk_vectors * vec_bytes + 15) / 16 * 16;
+  l.tile_bytes = (chunk_vectors * V * elem_bytes + 15) / 16 * 16;
+  const int64_t per_thread = backward && 2 * V + 2 > 6 ? 2 * V + 2 : 6;
   l.part = 0;
-  l.gpart = 6 * span;
-  l.all = l.gpart + 3 * k;
-  l.fin = l.all + 3 * k * cluster;
-  l.bytes = l.tile_bytes + (l.fin + 2 * k) * acc_bytes;
+  l.chan = l.part + per_thread * span;
+  l.wpart = l.chan + (backward ? 2 * cols * V : 0);
+  l.spart = l.wpart + 3 * k;
+  l.wall = l.spart + (backward ? 3 * k : 0);
+  l.sall = l.wall + 3 * k * cluster;
+  l.fin = l.sall + (backward ? 3 * k * cluster : 0);
+  l.bytes = (backward ? 2 : 1) * l.tile_bytes + (l.fin + 4 * k) * acc_bytes;
   return l;
 }
 

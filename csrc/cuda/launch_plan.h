@@ -42,12 +42,15 @@
 //                    x and dy of a chunk per CTA: reads x and dy once, writes dx; the SiLU
 //                    statistics and the group sums go through distributed shared memory, the
 //                    dweight/dbias terms per (n, rank, c) to gn_bwd_params.
+//   backward Bundle: gn_bwd_bundle + gn_bwd_params, on the forward's bundle terms with x and dy
+//                    of a chunk per CTA (at most 256 threads for 16-bit types): reads x and dy
+//                    once, writes dx; the dweight/dbias terms per (n, rank, c).
 //   backward Split : [gn_fwd_stats (SiLU pre-pass)] + gn_bwd_sums_{nchw,nhwc} + gn_bwd_coeffs
 //                    + gn_bwd_params + gn_bwd_dx: reads x, dy twice, writes dx (5 accesses;
 //                    6 with SiLU).
-//   backward Rows  : where the forward's Rows schedule applies: [gn_fwd_stats_rows +
-//                    gn_bwd_silu_r] + gn_bwd_sums_rows + gn_bwd_coeffs + gn_bwd_params +
-//                    gn_bwd_dx_rows, the same accesses with vectors along C.
+//   backward Rows  : where the forward's Rows schedule applies (and the Bundle one does not):
+//                    [gn_fwd_stats_rows + gn_bwd_silu_r] + gn_bwd_sums_rows + gn_bwd_coeffs +
+//                    gn_bwd_params + gn_bwd_dx_rows, the same accesses with vectors along C.
 //   Both reduce dweight/dbias over n in a fixed order (gn_bwd_params): no atomics.
 #pragma once
 

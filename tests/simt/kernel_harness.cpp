@@ -116,7 +116,7 @@ enum Tag : unsigned { T_QUICK = 1, T_TSAN = 2, T_ASAN = 4, T_MUT = 8 };
 
 struct Expect {  // what the plan must look like (else the case FAILS: coverage is asserted)
   int fwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows, 3 cluster, 4 bundle
-  int bwd_sched = -1;     // -1 any, 0 on-chip, 1 split
+  int bwd_sched = -1;     // -1 any, 0 on-chip, 1 split, 2 rows, 3 cluster, 4 bundle
   int vec = 0;            // 0 any, 1 scalar, 2 vectorized (> 1)
   bool gpb_gt1 = false;   // on-chip: several groups per CTA
   bool splits_gt1 = false;
@@ -174,6 +174,7 @@ const void* kernel_of_v(P::Kernel id) {
       case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
       case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, V>);
       case P::Kernel::FwdBundle: return fn(&K::gn_fwd_bundle<T, W, V>);
+      case P::Kernel::BwdBundle: return fn(&K::gn_bwd_bundle<T, W, V>);
       case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, V>);
       case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, V>);
       case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
@@ -513,9 +514,9 @@ static std::vector<Case> make_cases() {
     add("f32_rows3_affine_none_nhwc", DT::F32, false, 3, 24, 7, 4, true, true, false, false, ov_rows(3), Q | T_ASAN, eR);
     // D = 3 < 4: vectors spanning two groups
     add("f32_rows3_weight_only_d3_nhwc", DT::F32, false, 2, 24, 20, 8, true, false, true, false, ov_rows(3), 0, eR);
-    // the planner's own choice: the forward as bundles (below), the backward as rows
-    Expect eBR; eBR.fwd_sched = 4; eBR.bwd_sched = 2;
-    add("f32_bundle_auto_rows_bwd_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eBR);
+    // the planner's own choice: bundles (below)
+    Expect eBA; eBA.fwd_sched = 4; eBA.bwd_sched = 4;
+    add("f32_bundle_auto_hw400_nhwc", DT::F32, false, 1, 24, 400, 4, true, true, true, true, AUTO, Q, eBA);
     add("f32_rows_mean1e4_nhwc", DT::F32, false, 2, 24, 40, 4, true, false, true, true, ov_rows(3), Q, eR, ALL, 1e4, 1e-2);
     add("f32_rows3_mask_dx_only_nhwc", DT::F32, false, 2, 24, 20, 4, true, true, true, true, ov_rows(3), Q | T_TSAN, eR,
         DX_ONLY);
@@ -559,14 +560,15 @@ static std::vector<Case> make_cases() {
     add("f32_cluster3_split_channel_nchw", DT::F32, false, 2, 8, 60, 2, false, true, true, true, c3, Q | T_TSAN, eC);
     add("f32_cluster4_split_row_silu_nhwc", DT::F32, false, 2, 16, 9, 2, true, true, true, true, c4, Q | T_ASAN, eC);
   }
-  // Bundles (forward): channels-last groups that are not whole vectors, k groups at a time on one
-  // CTA or a cluster: D = 10 (k = 2, 5 vectors per row), D = 3 (k = 4, vectors across groups at
-  // both ends), uneven chunks (3 ranks over 20 rows; 4 over 10), SiLU, large mean, affine
-  // variants, 16-bit (bf16 D = 10: k = 4) and fp64 (D = 3, V = 2), the planner's choice with
-  // and without clusters, a CTA of 512 threads.
+  // Bundles (gn_fwd_bundle, gn_bwd_bundle): channels-last groups that are not whole vectors, k
+  // groups at a time on one CTA or a cluster: D = 10 (k = 2, 5 vectors per row), D = 3 (k = 4,
+  // vectors across groups at both ends), uneven chunks (3 ranks over 20 rows; 4 over 10), SiLU,
+  // large mean, affine variants, output masks, 16-bit (bf16 D = 10: k = 4) and fp64 (D = 3,
+  // V = 2), the planner's choice with and without clusters, CTAs of 512 (forward) and 256
+  // threads (the backward's 16-bit limit).
   {
     auto bnd = [](int64_t cs) { P::Overrides o; o.schedule = P::Schedule::Bundle; o.splits = cs; return o; };
-    Expect eB; eB.fwd_sched = 4;  // (the backward of these shapes may be scalar)
+    Expect eB; eB.fwd_sched = 4; eB.bwd_sched = 4;
     Expect eBc = eB; eBc.splits_gt1 = true;
     add("f32_bundle1_nhwc", DT::F32, false, 2, 40, 18, 4, true, false, true, true, bnd(1),
         Q | T_TSAN | T_ASAN | T_MUT, eB);
@@ -586,6 +588,11 @@ static std::vector<Case> make_cases() {
     v.back().max_cluster = 1;  // no clusters: one CTA per bundle
     Expect eB512 = eB; eB512.min_block = 512;
     add("f32_bundle1_block512_nhwc", DT::F32, false, 1, 40, 512, 4, true, false, true, true, bnd(1), Q, eB512);
+    add("bf16_bundle1_block256_silu_nhwc", DT::BF16, false, 1, 40, 300, 4, true, true, true, true, bnd(1), Q, eB);
+    add("f32_bundle2_mask_dx_only_nhwc", DT::F32, false, 2, 40, 12, 4, true, true, true, true, bnd(2), Q | T_TSAN, eBc,
+        DX_ONLY);
+    add("f32_bundle3_mask_params_only_nhwc", DT::F32, false, 2, 40, 12, 4, true, true, true, true, bnd(3), Q | T_ASAN,
+        eBc, PARAMS_ONLY);
   }
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());

@@ -170,6 +170,17 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect=("FAIL", " mean", " rstd"),
         stream="stdout",
     ),
+    # (k) gn_bwd_bundle's cluster barrier between the CTAs' partial sums and the peers' reads.
+    Mutation(
+        name="k_bwd_bundle_missing_cluster_sync",
+        file="backward_bundle.cuh",
+        old="  if (cs > 1) gn_cluster_sync();  // every CTA's sums are written\n  else __syncthreads();\n",
+        new="  __syncthreads();  // MUTATION k: cluster.sync() replaced by a CTA barrier\n",
+        mode="tsan",
+        what="cluster.sync() removed between gn_bwd_bundle's partial sums and the peers' DSMEM reads",
+        args=("--case-filter", "f32_bundle3_silu_nhwc"),
+        expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_bundle", "backward_bundle.cuh:"),
+    ),
 ]}
 
 

@@ -15,6 +15,8 @@
 //   gn_bwd_onchip / gn_bwd_cluster
 //                      groups whose x and dy fit on chip (one CTA, or a thread-block cluster):
 //                      backward_tiled.cuh.
+//   gn_bwd_bundle      channels-last groups that are not whole vectors, k at a time on chip:
+//                      backward_bundle.cuh.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -48,6 +50,7 @@ template <typename T, typename W> struct BwdParams {
   int64_t pieces, piece_len, row_blocks;
   int lanes, rows_par;
   RowsSched rows;  // rows schedule (pieces == rows.pieces)
+  BundleSched bundle;  // gn_bwd_bundle
   // gn_bwd_onchip: `chan_lanes` threads per channel in the per-channel sums.
   int chan_lanes;
   bool silu;

@@ -360,6 +360,18 @@ struct BundleSched {
   int k, cols, rows_par, cluster;
 };
 
+// The lanes of vector column `col` of a bundle: the group (within the bundle) of lane 0, and
+// the first lane js (<= V) of the next group.
+template <int V> struct BundleLanes {
+  int glo, ghi, js;
+  __device__ inline BundleLanes(int col, int64_t D) {
+    glo = static_cast<int>(static_cast<int64_t>(col) * V / D);
+    const int64_t next = (glo + 1) * D - static_cast<int64_t>(col) * V;
+    js = next < V ? static_cast<int>(next) : V;
+    ghi = js < V ? glo + 1 : glo;
+  }
+};
+
 // Channels-last rows schedule (gn_fwd_*_rows): CTA (n, piece) covers spatial rows
 // [piece * piece_len, ...) of sample n, all C channels; thread = (row lane rl, vector column
 // lc of C / V), rows_par row lanes x (C / V) columns, extra threads idle.

@@ -17,6 +17,7 @@
 
 #include "cuda/launch_plan.h"
 #include "cuda/kernels/backward.cuh"
+#include "cuda/kernels/backward_bundle.cuh"
 #include "cuda/kernels/backward_rows.cuh"
 #include "cuda/kernels/backward_tiled.cuh"
 #include "cuda/kernels/forward.cuh"
@@ -28,6 +29,8 @@ static_assert(groupnorm_cuda::plan::kNhwcSumsThreads == groupnorm_cuda::kernels:
 
 static_assert(groupnorm_cuda::plan::kMaxClusterBwdTpg == groupnorm_cuda::kernels::kMaxThreadsBwdCluster,
               "gn_bwd_cluster __launch_bounds__ must match the planner's block limit");
+static_assert(groupnorm_cuda::plan::kMaxBundleThreads == groupnorm_cuda::kernels::kBundleMaxThreads,
+              "gn_fwd_bundle / gn_bwd_bundle __launch_bounds__ must match the planner's block limit");
 // gn_fwd_onchip's launch bound is the planner's on-chip forward block limit.
 static_assert(groupnorm_cuda::plan::kMaxOnChipTpg == groupnorm_cuda::kernels::kFwdOnChipMaxThreads,
               "gn_fwd_onchip __launch_bounds__ must match the planner's block limit");
@@ -113,6 +116,16 @@ inline WalkSched make_sched(const plan::WalkPlan& w) {
   return s;
 }
 
+inline BundleSched bundle_sched(const plan::BundlePlan& b) {
+  BundleSched s;
+  s.chunk_rows = b.chunk_rows;
+  s.k = static_cast<int>(b.k);
+  s.cols = static_cast<int>(b.cols);
+  s.rows_par = static_cast<int>(b.rows_par);
+  s.cluster = static_cast<int>(b.cluster);
+  return s;
+}
+
 inline dim3 dims(const std::array<int64_t, 3>& d) {
   return dim3(static_cast<unsigned>(d[0]), static_cast<unsigned>(d[1]), static_cast<unsigned>(d[2]));
 }
@@ -138,11 +151,7 @@ FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPl
   p.rows.pieces = pl.rows.pieces;
   p.rows.piece_len = pl.rows.piece_len;
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
-  p.bundle.chunk_rows = pl.bundle.chunk_rows;
-  p.bundle.k = static_cast<int>(pl.bundle.k);
-  p.bundle.cols = static_cast<int>(pl.bundle.cols);
-  p.bundle.rows_par = static_cast<int>(pl.bundle.rows_par);
-  p.bundle.cluster = static_cast<int>(pl.bundle.cluster);
+  p.bundle = bundle_sched(pl.bundle);
   p.eps = static_cast<acc_t<T>>(a.eps);
   p.silu = pl.prob.act == Activation::SiLU;
   return p;
@@ -256,6 +265,7 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
   p.rows.pieces = pl.rows.pieces;
   p.rows.piece_len = pl.rows.piece_len;
   p.rows.rows_par = static_cast<int>(pl.rows.rows_par);
+  p.bundle = bundle_sched(pl.bundle);
   p.silu = pl.silu;
   return p;
 }
@@ -334,6 +344,14 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
         if constexpr (V > 1) {
           auto k = gn_bwd_cluster<T, W, V>;
           GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
+          break;
+        }
+        not_in_direction(l, "scalar backward");
+      case plan::Kernel::BwdBundle:
+        if constexpr (V > 1) {
+          auto k = gn_bwd_bundle<T, W, V>;
+          if (l.cluster > 1) GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
+          else GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
         not_in_direction(l, "scalar backward");

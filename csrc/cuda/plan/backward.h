@@ -1,5 +1,6 @@
-// The backward schedule of the CUDA launch planner: OnChip, Split or Rows (launch_plan.h says
-// when each is chosen), with grid, block, shared memory and workspace regions of every launch.
+// The backward schedule of the CUDA launch planner: OnChip, Cluster, Bundle, Rows or Split
+// (launch_plan.h says when each is chosen), with grid, block, shared memory and workspace
+// regions of every launch.
 #pragma once
 
 #include "common/cluster_layout.h"
@@ -56,6 +57,20 @@ inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t s
   l.params.push_back({"chan_lanes", b.chan_lanes});
   l.params.push_back({"schedule", static_cast<int64_t>(Schedule::Cluster)});
   b.launches.push_back(l);
+  b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
+}
+
+// Bundle: gn_bwd_bundle (+ gn_bwd_params over N * cluster rows of per-channel terms).
+inline void plan_backward_bundle(BackwardPlan& b, const BundlePlan& bp, int64_t smem) {
+  const DeviceProblem& p = b.prob;
+  b.schedule = Schedule::Bundle;
+  b.vec = 16 / elem_size(p.dtype);
+  b.bundle = bp;
+  b.smem_bytes = smem;
+  b.dwp_rows = p.N * bp.cluster;
+  b.ws_dwp = 0;
+  b.workspace_bytes = round_up(b.dwp_rows * p.C * 2 * acc_size(p.dtype), 256);
+  b.launches.push_back(bundle_launch(Kernel::BwdBundle, bp, b.vec, smem));
   b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
 
@@ -179,6 +194,14 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   b.params_grid = ceil_div(p.C, b.params_block);
   b.dwp_rows = p.N;
   b.walk = plan_walk(p, V, ov);
+
+  BundlePlan bundle;
+  int64_t bundle_smem = 0;
+  if ((ov.schedule == Schedule::Auto || ov.schedule == Schedule::Bundle) &&
+      plan_bundle(p, ov, true, bundle, bundle_smem)) {
+    plan_backward_bundle(b, bundle, bundle_smem);
+    return b;
+  }
 
   // On-chip candidate: x and dy tiles of a group side by side. At most 256 threads:
   // gn_bwd_onchip takes up to 80 registers (RESULTS.md), so 512-thread CTAs would leave one

@@ -3,8 +3,6 @@
 // every launch.
 #pragma once
 
-#include <numeric>
-
 #include "common/cluster_layout.h"
 #include "cuda/plan/types.h"
 
@@ -12,57 +10,6 @@ namespace groupnorm_cuda {
 namespace plan {
 
 
-namespace detail {
-
-// Bundle schedule, if it applies: channels-last, vectorized, a group is not a whole number of
-// 16-byte vectors but k = V / gcd(D, V) groups are (k divides G when C % V == 0), no vector
-// touches more than two groups, a row of the bundle fits a CTA's threads, and the bundle fits
-// shared memory on one CTA or on a cluster (powers of two up to max_cluster, every CTA holding
-// rows): the smallest such cluster size that gives >= 2 CTAs per SM, else the largest.
-inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, BundlePlan& b, int64_t& smem) {
-  const int64_t v = 16 / elem_size(p.dtype);
-  const int64_t D = p.C / p.G;
-  if (p.layout != Layout::ChannelsLast || ov.vec == 1 || D % v == 0 || p.C % v != 0 || p.HxW == 0) return false;
-  const int64_t k = v / std::gcd(D, v);
-  const int64_t cols = k * D / v;
-  if (p.G % k != 0 || cols > kMaxOnChipTpg) return false;
-  for (int64_t c = 0; c < cols; ++c)
-    if ((c * v + v - 1) / D - c * v / D > 1) return false;
-  const int64_t NB = p.N * p.G / k;
-  auto rows_of = [&](int64_t cs) { return ceil_div(p.HxW, cs); };
-  auto rows_par_of = [&](int64_t cs) { return clamp64(kMaxOnChipTpg / cols, 1, rows_of(cs)); };
-  auto smem_of = [&](int64_t cs) {
-    return bundle_smem_layout(rows_of(cs) * cols, 16, acc_size(p.dtype), rows_par_of(cs) * cols, k, cs).bytes;
-  };
-  auto usable = [&](int64_t cs) {
-    return (cs - 1) * rows_of(cs) < p.HxW && smem_of(cs) <= p.smem_optin && NB * cs <= kMaxGridX;
-  };
-  int64_t best = 0, largest = 0;
-  if (ov.splits > 0) {
-    const int64_t cs = clamp64(ov.splits, 1, p.max_cluster);
-    if (usable(cs)) best = largest = cs;
-  } else {
-    for (int64_t cs = 1; cs <= p.max_cluster; cs *= 2) {
-      if (!usable(cs)) continue;
-      largest = cs;
-      if (best == 0 && NB * cs >= min_ctas(p)) best = cs;
-    }
-    if (best == 0) best = largest;
-  }
-  if (best == 0) return false;
-  b.k = k;
-  b.cols = cols;
-  b.cluster = best;
-  b.max_cluster = largest;
-  b.chunk_rows = rows_of(best);
-  b.rows_par = rows_par_of(best);
-  b.block = round_up(b.rows_par * cols, 32);
-  b.grid = NB * best;
-  smem = smem_of(best);
-  return true;
-}
-
-}  // namespace detail
 
 // ---------------------------------------------------------------------------------------
 inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}) {
@@ -88,24 +35,12 @@ inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}
   BundlePlan bundle;
   int64_t bundle_smem = 0;
   if ((ov.schedule == Schedule::Auto || ov.schedule == Schedule::Bundle) &&
-      plan_bundle(p, ov, bundle, bundle_smem)) {
+      plan_bundle(p, ov, false, bundle, bundle_smem)) {
     f.schedule = Schedule::Bundle;
     f.vec = 16 / elem_size(p.dtype);
     f.bundle = bundle;
     f.smem_bytes = bundle_smem;
-    Launch l = make_launch(Kernel::FwdBundle, bundle_smem, 0);
-    l.grid = {bundle.grid, 1, 1};
-    l.block = {bundle.block, 1, 1};
-    l.cluster = bundle.cluster;
-    l.params = {{"vec", f.vec},
-                {"groups_per_bundle", bundle.k},
-                {"bundle_cols", bundle.cols},
-                {"rows_par", bundle.rows_par},
-                {"chunk_rows", bundle.chunk_rows},
-                {"splits", bundle.cluster},
-                {"max_splits", bundle.max_cluster},
-                {"schedule", static_cast<int64_t>(Schedule::Bundle)}};
-    f.launches.push_back(l);
+    f.launches.push_back(bundle_launch(Kernel::FwdBundle, bundle, f.vec, bundle_smem));
     return f;
   }
   WalkPlan cw;

@@ -86,14 +86,15 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   Traffic t;
   const int64_t pgrads = s.params;  // dweight + dbias
   t.floor = 3 * s.X + s.stats + s.params + pgrads;
-  const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;      // per-(n, c) (cluster: (n, rank, c)) dweight/dbias terms
+  const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;      // per-(n, c) (clusters: (n, rank, c)) dweight/dbias terms
   const int64_t sums = s.N * s.C * b.sums.pieces * 3 * s.acc;
   const int64_t coef = s.NG * 2 * s.acc;
   const int64_t silu_ws = b.silu ? s.NG * b.walk.splits * 3 * s.acc : 0;
   for (Launch& l : b.launches) {
     switch (l.id) {
       case Kernel::BwdOnChip:
-      case Kernel::BwdCluster: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
+      case Kernel::BwdCluster:
+      case Kernel::BwdBundle: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
       case Kernel::FwdStats:  // SiLU pre-pass
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, silu_ws, t); break;
       case Kernel::BwdSiluR: detail::set_bytes(l, silu_ws + s.stats, s.NG * s.acc, t); break;

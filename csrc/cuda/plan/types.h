@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/cluster_layout.h"
 #include "common/problem.h"
 
 namespace groupnorm_cuda {
@@ -19,7 +21,7 @@ namespace plan {
 // backward's SiLU pre-pass is FwdStats / FwdStatsRows writing the backward's workspace.
 enum class Kernel : int {
   FwdOnChip, FwdCluster, FwdBundle, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
-  BwdOnChip, BwdCluster, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
+  BwdOnChip, BwdCluster, BwdBundle, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
 };
 
 inline const char* kernel_name(Kernel k) {
@@ -34,6 +36,7 @@ inline const char* kernel_name(Kernel k) {
     case Kernel::FwdApplyRows: return "gn_fwd_apply_rows";
     case Kernel::BwdOnChip: return "gn_bwd_onchip";
     case Kernel::BwdCluster: return "gn_bwd_cluster";
+    case Kernel::BwdBundle: return "gn_bwd_bundle";
     case Kernel::BwdSiluR: return "gn_bwd_silu_r";
     case Kernel::BwdSumsNchw: return "gn_bwd_sums_nchw";
     case Kernel::BwdSumsNhwc: return "gn_bwd_sums_nhwc";
@@ -74,6 +77,7 @@ constexpr int64_t kMaxBlock = 256;                   // threads per CTA of the w
 constexpr int64_t kMaxClusterBwdTpg = 512;           // threads per CTA, cluster backward (== kernels::kMaxThreadsBwdCluster)
 constexpr int64_t kMaxOnChipTpg = 512;               // threads per CTA, on-chip forward (== kernels::kFwdOnChipMaxThreads;
                                                      // backward: kMaxBlock per group)
+constexpr int64_t kMaxBundleThreads = 512;          // threads per CTA, bundle kernels (== kernels::kBundleMaxThreads)
 constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMaxThreads
 constexpr int64_t kMaxGridX = 2147483647;
 
@@ -158,9 +162,10 @@ struct BackwardPlan {
   WalkPlan walk;  // OnChip: gn_bwd_onchip; Cluster: gn_bwd_cluster; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
   int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
   int64_t chan_lanes = 1;   // gn_bwd_onchip / gn_bwd_cluster: threads per channel in the per-channel sums
-  int64_t dwp_rows = 0;     // rows of per-channel dweight/dbias terms gn_bwd_params sums: N (cluster: N * cluster)
+  int64_t dwp_rows = 0;     // rows of per-channel dweight/dbias terms gn_bwd_params sums: N (clusters: N * cluster)
   SumsPlan sums;            // Split only
   RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
+  BundlePlan bundle;        // Bundle only
   int64_t coeff_block = 256, coeff_grid = 0;
   int64_t params_block = 256, params_grid = 0;
   // Workspace regions (bytes from the start, 256-byte aligned).
@@ -369,6 +374,75 @@ inline bool plan_rows(const DeviceProblem& p, const Overrides& ov, RowsPlan& r, 
   r.finalize_grid = ceil_div(p.N * p.G, r.finalize_block / 32);
   vec = v;
   return true;
+}
+
+// Bundle schedule (gn_fwd_bundle / gn_bwd_bundle), if it applies: channels-last, vectorized, a
+// group is not a whole number of 16-byte vectors but k = V / gcd(D, V) groups are (k divides G
+// when C % V == 0), no vector touches more than two groups, a row of the bundle fits a CTA's
+// threads, and the bundle (x; backward: x and dy) fits shared memory on one CTA or on a
+// cluster (powers of two up to max_cluster, every CTA holding rows): the smallest such
+// cluster size that gives >= 2 CTAs per SM, else the largest. The backward keeps 2 sums per
+// lane and 2 per thread in shared memory: 256 threads at most for the 16-bit types (18 KiB).
+inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, bool backward, BundlePlan& b, int64_t& smem) {
+  const int64_t v = 16 / elem_size(p.dtype);
+  const int64_t D = p.C / p.G;
+  if (p.layout != Layout::ChannelsLast || ov.vec == 1 || D % v == 0 || p.C % v != 0 || p.HxW == 0) return false;
+  const int64_t k = v / std::gcd(D, v);
+  const int64_t cols = k * D / v;
+  if (p.G % k != 0 || cols > kMaxBundleThreads) return false;
+  const int64_t max_span = backward && v == 8 ? kMaxBundleThreads / 2 : kMaxBundleThreads;
+  for (int64_t c = 0; c < cols; ++c)
+    if ((c * v + v - 1) / D - c * v / D > 1) return false;
+  const int64_t NB = p.N * p.G / k;
+  auto rows_of = [&](int64_t cs) { return ceil_div(p.HxW, cs); };
+  auto rows_par_of = [&](int64_t cs) { return clamp64(max_span / cols, 1, rows_of(cs)); };
+  auto smem_of = [&](int64_t cs) {
+    return bundle_smem_layout(backward, rows_of(cs) * cols, v, elem_size(p.dtype), acc_size(p.dtype),
+                              rows_par_of(cs) * cols, k, cols, cs).bytes;
+  };
+  auto usable = [&](int64_t cs) {
+    return (cs - 1) * rows_of(cs) < p.HxW && smem_of(cs) <= p.smem_optin && NB * cs <= kMaxGridX;
+  };
+  int64_t best = 0, largest = 0;
+  if (ov.splits > 0) {
+    const int64_t cs = clamp64(ov.splits, 1, p.max_cluster);
+    if (usable(cs)) best = largest = cs;
+  } else {
+    for (int64_t cs = 1; cs <= p.max_cluster; cs *= 2) {
+      if (!usable(cs)) continue;
+      largest = cs;
+      if (best == 0 && NB * cs >= min_ctas(p)) best = cs;
+    }
+    if (best == 0) best = largest;
+  }
+  if (best == 0) return false;
+  b.k = k;
+  b.cols = cols;
+  b.cluster = best;
+  b.max_cluster = largest;
+  b.chunk_rows = rows_of(best);
+  b.rows_par = rows_par_of(best);
+  b.block = round_up(b.rows_par * cols, 32);
+  b.grid = NB * best;
+  smem = smem_of(best);
+  return true;
+}
+
+
+inline Launch bundle_launch(Kernel k, const BundlePlan& b, int64_t vec, int64_t smem) {
+  Launch l = make_launch(k, smem, 0);
+  l.grid = {b.grid, 1, 1};
+  l.block = {b.block, 1, 1};
+  l.cluster = b.cluster;
+  l.params = {{"vec", vec},
+              {"groups_per_bundle", b.k},
+              {"bundle_cols", b.cols},
+              {"rows_par", b.rows_par},
+              {"chunk_rows", b.chunk_rows},
+              {"splits", b.cluster},
+              {"max_splits", b.max_cluster},
+              {"schedule", static_cast<int64_t>(Schedule::Bundle)}};
+  return l;
 }
 
 }  // namespace detail
