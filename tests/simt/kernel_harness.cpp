@@ -583,7 +583,7 @@ static std::vector<Case> make_cases() {
     add("f16_bundle2_nhwc", DT::F16, false, 2, 40, 16, 4, true, false, true, false, bnd(2), Q, eBc);
     add("f64_bundle2_d3_nhwc", DT::F64, false, 2, 6, 15, 2, true, true, true, true, bnd(2), Q, eBc);
     Expect eBa = eB; eBa.splits_gt1 = true;
-    add("f32_bundle_auto_cluster_nhwc", DT::F32, false, 1, 40, 64, 4, true, false, true, true, AUTO, Q, eBa);
+    add("f32_bundle_auto_cluster_nhwc", DT::F32, false, 1, 40, 256, 4, true, false, true, true, AUTO, Q, eBa);
     add("f32_bundle_auto_sm80_nhwc", DT::F32, false, 1, 40, 64, 4, true, true, true, true, AUTO, Q, eB);
     v.back().max_cluster = 1;  // no clusters: one CTA per bundle
     Expect eB512 = eB; eB512.min_block = 512;

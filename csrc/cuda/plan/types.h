@@ -380,9 +380,10 @@ inline bool plan_rows(const DeviceProblem& p, const Overrides& ov, RowsPlan& r, 
 // group is not a whole number of 16-byte vectors but k = V / gcd(D, V) groups are (k divides G
 // when C % V == 0), no vector touches more than two groups, a row of the bundle fits a CTA's
 // threads, and the bundle (x; backward: x and dy) fits shared memory on one CTA or on a
-// cluster (powers of two up to max_cluster, every CTA holding rows): the smallest such
-// cluster size that gives >= 2 CTAs per SM, else the largest. The backward keeps 2 sums per
-// lane and 2 per thread in shared memory: 256 threads at most for the 16-bit types (18 KiB).
+// cluster (powers of two up to max_cluster; every CTA of a cluster holding rows, at least
+// kMinChunkElems elements): the smallest such cluster size that gives >= 2 CTAs per SM, else
+// the largest. The backward keeps 2 sums per lane and 2 per thread in shared memory: 256
+// threads at most for the 16-bit types (18 KiB).
 inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, bool backward, BundlePlan& b, int64_t& smem) {
   const int64_t v = 16 / elem_size(p.dtype);
   const int64_t D = p.C / p.G;
@@ -400,6 +401,9 @@ inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, bool backwa
     return bundle_smem_layout(backward, rows_of(cs) * cols, v, elem_size(p.dtype), acc_size(p.dtype),
                               rows_par_of(cs) * cols, k, cols, cs).bytes;
   };
+  // a CTA of a cluster gets at least kMinChunkElems elements: more CTAs for a tiny bundle buy
+  // nothing and cost a row of dweight/dbias terms per CTA in the backward
+  auto big_enough = [&](int64_t cs) { return cs == 1 || rows_of(cs) * cols * v >= kMinChunkElems; };
   auto usable = [&](int64_t cs) {
     return (cs - 1) * rows_of(cs) < p.HxW && smem_of(cs) <= p.smem_optin && NB * cs <= kMaxGridX;
   };
@@ -409,7 +413,7 @@ inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, bool backwa
     if (usable(cs)) best = largest = cs;
   } else {
     for (int64_t cs = 1; cs <= p.max_cluster; cs *= 2) {
-      if (!usable(cs)) continue;
+      if (!usable(cs) || !big_enough(cs)) continue;
       largest = cs;
       if (best == 0 && NB * cs >= min_ctas(p)) best = cs;
     }
