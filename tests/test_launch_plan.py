@@ -359,12 +359,13 @@ def test_traffic_ratios_on_benchmark_shapes(case):
 
 # Pinned model values (H200, 132 SMs): a batch-1 VAE layer (at the floor both ways on clusters),
 # SD UNet channels-last with 10 channels per group (bundles of 4 groups over clusters: 1.65x /
-# 2.67x with the rows schedules before), ResNet's last stage, and the per-(n, c) dweight/dbias
-# terms, which outweigh x itself when HxW = 1.
+# 2.67x with the rows schedules before; the cluster's per-channel sums combined on chip, 1.021
+# with a row of dweight/dbias terms per CTA before), ResNet's last stage, and the per-(n, c)
+# dweight/dbias terms, which outweigh x itself when HxW = 1.
 PINNED = [
-    ((1, 512, 128, 128), torch.bfloat16, torch.contiguous_format, None, 1.000, 1.001),
+    ((1, 512, 128, 128), torch.bfloat16, torch.contiguous_format, None, 1.000, 1.000),
     ((32, 2048, 7, 7), torch.float32, torch.contiguous_format, None, 1.000, 1.027),
-    ((2, 320, 32, 32), torch.bfloat16, torch.channels_last, None, 1.000, 1.021),
+    ((2, 320, 32, 32), torch.bfloat16, torch.channels_last, None, 1.000, 1.003),
     ((256, 2048, 1, 1), torch.float32, torch.contiguous_format, None, 1.000, 2.313),
 ]
 

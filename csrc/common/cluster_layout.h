@@ -28,12 +28,13 @@ GN_HOST_DEVICE inline ClusterSmem cluster_smem_layout(int64_t chunk_vectors, int
 
 // The cluster backward (gn_bwd_cluster): the chunk's x and dy tiles (tile_bytes each), then, as
 // accumulator values: red[3][32], this CTA's Welford partial of x (SiLU: n, mean, M2) and its
-// partial sums (3), then the cluster's gathered Welford partials and sums (3 per rank each).
+// partial sums (3), the cluster's gathered Welford partials and sums (3 per rank each), and
+// the chunk's per-channel sums (2 per channel of the group).
 struct ClusterBwdSmem {
-  int64_t tile_bytes, red, wpart, spart, wall, sall, bytes;
+  int64_t tile_bytes, red, wpart, spart, wall, sall, chan, bytes;
 };
 GN_HOST_DEVICE inline ClusterBwdSmem cluster_bwd_smem_layout(int64_t chunk_vectors, int64_t vec_bytes,
-                                                             int64_t acc_bytes, int64_t cluster) {
+                                                             int64_t acc_bytes, int64_t cluster, int64_t channels) {
   ClusterBwdSmem l;
   l.tile_bytes = (chunk_vectors * vec_bytes + 15) / 16 * 16;
   l.red = 0;
@@ -41,7 +42,8 @@ GN_HOST_DEVICE inline ClusterBwdSmem cluster_bwd_smem_layout(int64_t chunk_vecto
   l.spart = l.wpart + 3;
   l.wall = l.spart + 3;
   l.sall = l.wall + 3 * cluster;
-  l.bytes = 2 * l.tile_bytes + (l.sall + 3 * cluster) * acc_bytes;
+  l.chan = l.sall + 3 * cluster;
+  l.bytes = 2 * l.tile_bytes + (l.chan + 2 * channels) * acc_bytes;
   return l;
 }
 

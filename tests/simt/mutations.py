@@ -150,7 +150,7 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
     Mutation(
         name="i_bwd_missing_cluster_sync",
         file="backward_tiled.cuh",
-        old="  gn_cluster_sync();  // every CTA's sums are written (and its tiles complete)\n",
+        old="  gn_cluster_sync();  // every CTA's sums and channel sums are written\n",
         new="  // MUTATION i: cluster.sync() removed\n",
         mode="tsan",
         what="cluster.sync() removed between the backward's partial sums and the peers' DSMEM reads",

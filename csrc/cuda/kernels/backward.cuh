@@ -37,8 +37,7 @@ template <typename T, typename W> struct BwdParams {
   acc_t<T>* silu_ws;  // [NG][silu_splits][3] partial stats of x (SiLU only)
   acc_t<T>* sums;     // [N][C][pieces][3]
   acc_t<T>* coef;     // [NG][2]
-  acc_t<T>* dwp;      // [dwp_rows][C][2]: per-(n, c) dweight/dbias terms (cluster: per (n, rank, c))
-  int64_t dwp_rows;   // N, or N * cluster size (gn_bwd_cluster)
+  acc_t<T>* dwp;      // [N][C][2]: per-(n, c) dweight/dbias terms
   acc_t<T>* rbuf;     // rows schedule with SiLU: r_pre per group [NG]
   Geometry geo;
   WalkSched dx_sched;
@@ -55,6 +54,34 @@ template <typename T, typename W> struct BwdParams {
   int chan_lanes;
   bool silu;
 };
+
+// Row n of the dweight / dbias terms of channel c from its sums over the whole group.
+template <typename A> __device__ inline void write_channel_terms(A* dwp, int64_t C, int64_t n, int64_t c, A sa, A sb,
+                                                                A rho, A rm) {
+  dwp[2 * (n * C + c)] = rho * (sb - rm * sa);
+  dwp[2 * (n * C + c) + 1] = sa;
+}
+
+// Thread-block clusters (gn_bwd_cluster, gn_bwd_bundle): row n of the dweight / dbias terms of
+// `count` channels (first, first + 1, ...), from the per-channel sums (a, bsum at chan[2 * cc])
+// of every CTA of the cluster (cs == 1: this CTA's), added in rank order through distributed
+// shared memory; the channels shared out over the cluster's CTAs (cc = rank, rank + cs, ...).
+// rho_of(cc) / rm_of(cc): the statistics of the channel's group. Call after a cluster barrier
+// over `chan`, whose shared memory must stay alive until the peers are done (a last barrier).
+template <typename A, typename Rho, typename Rm>
+__device__ inline void cluster_channel_terms(A* dwp, int64_t C, int64_t n, int64_t first, int64_t count, A* chan,
+                                             int cs, unsigned rank, Rho rho_of, Rm rm_of) {
+  for (int64_t cc = rank + static_cast<int64_t>(cs) * threadIdx.x; cc < count;
+       cc += static_cast<int64_t>(cs) * blockDim.x) {
+    A sa = A(0), sb = A(0);
+    for (int r = 0; r < cs; ++r) {
+      const A* q = cs > 1 ? gn_cluster_map(chan, static_cast<unsigned>(r)) : chan;
+      sa += q[2 * cc];
+      sb += q[2 * cc + 1];
+    }
+    write_channel_terms(dwp, C, n, first + cc, sa, sb, rho_of(cc), rm_of(cc));
+  }
+}
 
 // r_pre of group ng from the SiLU pre-pass (warp-redundant, fixed order).
 template <typename T, typename W>
@@ -276,7 +303,7 @@ __global__ void gn_bwd_params(BwdParams<T, W> p) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.geo.C) return;
   A dw = A(0), db = A(0);
-  for (int64_t n = 0; n < p.dwp_rows; ++n) {
+  for (int64_t n = 0; n < p.geo.N; ++n) {
     dw += p.dwp[2 * (n * p.geo.C + c)];
     db += p.dwp[2 * (n * p.geo.C + c) + 1];
   }

@@ -2,7 +2,7 @@
 // vectors, on the bundles of forward_bundle.cuh (k groups whose k * D channels are whole
 // vectors per spatial row, on one CTA or a thread-block cluster of `cluster` CTAs holding
 // `chunk_rows` rows each). x and dy of the chunk are parked in shared memory (read once), dx is
-// written once; the dweight/dbias terms go per (n, rank, channel) to gn_bwd_params.
+// written once; the dweight/dbias terms go per (n, channel) to gn_bwd_params.
 //   1. park x and dy; with SiLU also the Welford statistics of x per lane, folded per group,
 //      merged in the CTA and then the cluster (rank order) -> r_pre of each group;
 //   2. per lane (a fixed channel) over the thread's rows: sum dy', sum dy' u (u = x - mu); sum u
@@ -11,7 +11,8 @@
 //   4. per group: sum u over the threads touching it, sum gamma dy' and sum gamma dy' u over its
 //      channels, in order; then the cluster's in rank order -> c2, c3 of
 //      dx = rho * gamma * dy' + c2 * u + c3 (as gn_bwd_coeffs); every CTA computes the same bits;
-//   5. the dweight/dbias terms of this CTA's rows per channel;
+//   5. the dweight/dbias terms per channel from the cluster's per-channel sums (rank order),
+//      each CTA a share of the channels;
 //   6. dx from the tiles.
 #pragma once
 
@@ -198,17 +199,11 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<
   }
   __syncthreads();
 
-  // 5. the dweight / dbias terms of this CTA's rows: row (n, rank) of the terms
-  if (p.dwp) {
-    const int64_t row = sl.n * cs + rank;
-    for (int cc = lt; cc < cols * V; cc += static_cast<int>(blockDim.x)) {
-      const int gb = static_cast<int>(cc / geo.D);
-      const A rho = p.rstd[ng0 + gb];
-      A* out = p.dwp + 2 * (row * geo.C + c0 + cc);
-      out[0] = rho * (chan[2 * cc + 1] - fin[4 * gb + 3] * chan[2 * cc]);
-      out[1] = chan[2 * cc];
-    }
-  }
+  // 5. the dweight / dbias terms of this CTA's share of the channels, from the cluster's sums
+  if (p.dwp)
+    cluster_channel_terms(p.dwp, geo.C, sl.n, c0, static_cast<int64_t>(cols) * V, chan, cs, rank,
+                          [&](int64_t cc) { return p.rstd[ng0 + cc / geo.D]; },
+                          [&](int64_t cc) { return fin[4 * (cc / geo.D) + 3]; });
 
   // 6. dx of this thread's vectors from the tiles
   if (p.dx && sl.active) {

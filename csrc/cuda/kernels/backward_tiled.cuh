@@ -106,14 +106,15 @@ __device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base
 //   3. per channel of the group (`chan_lanes` threads each, fixed order): a = sum dy',
 //      bsum = sum dy' * u -> the dweight/dbias terms for gn_bwd_params;
 //   4. dx of this thread's vectors.
-// The dweight / dbias terms of every channel of group g from the tiles holding the walk-order
-// elements [E0, E1) of the group (all of it: [0, M)): the elements of channel cc there are
-// E = cc * cstr + q * pstr for q in [q0, q1); `chan_lanes` lanes per channel, every thread of
-// the CTA running the same trips (convergent sub-warp shuffles). Written to row `row` of dwp.
-template <typename T, typename W, int V>
-__device__ inline void tile_channel_terms(const BwdParams<T, W>& p, int64_t g, int64_t row, int64_t E0, int64_t E1,
-                                          bool active, int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt,
-                                          acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T> rm) {
+// The per-channel sums a = sum dy', bsum = sum dy' * u of every channel of group g from the
+// tiles holding the walk-order elements [E0, E1) of the group (all of it: [0, M)): the
+// elements of channel cc there are E = cc * cstr + q * pstr for q in [q0, q1); `chan_lanes`
+// lanes per channel, every thread of the CTA running the same trips (convergent sub-warp
+// shuffles). sink(cc, a, bsum) once per channel.
+template <typename T, typename W, int V, typename Sink>
+__device__ inline void tile_channel_sums(const BwdParams<T, W>& p, int64_t g, int64_t E0, int64_t E1, bool active,
+                                         int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu,
+                                         acc_t<T> r, acc_t<T> rho, Sink sink) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const T* xs = reinterpret_cast<const T*>(xt);
@@ -147,12 +148,10 @@ __device__ inline void tile_channel_terms(const BwdParams<T, W>& p, int64_t g, i
       sa += shfl_xor(sa, off);
       sb += shfl_xor(sb, off);
     }
-    if (valid && li == 0) {
-      p.dwp[2 * (row * geo.C + c)] = rho * (sb - rm * sa);
-      p.dwp[2 * (row * geo.C + c) + 1] = sa;
-    }
+    if (valid && li == 0) sink(cc, sa, sb);
   }
 }
+
 
 // Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D].
 template <typename T, typename W, int V>
@@ -191,7 +190,9 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   // 3. per-channel dweight / dbias terms of the whole group
   if (p.dwp) {
     __syncthreads();  // the tiles of the whole group
-    tile_channel_terms<T, W, V>(p, g, n, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, rm);
+    tile_channel_sums<T, W, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
+      write_channel_terms(p.dwp, geo.C, n, g * geo.D + cc, sa, sb, rho, rm);
+    });
   }
 
   // 4. dx of this thread's own vectors
@@ -204,10 +205,11 @@ constexpr int kMaxThreadsBwdCluster = 512;  // == plan::kMaxClusterBwdTpg
 // gn_bwd_cluster (sm_90): the backward of a group per thread-block cluster of `splits` CTAs, for
 // groups whose x and dy do not fit one CTA (or too few groups to fill the GPU). CTA `rank`
 // parks chunk `rank` of x and dy in its shared memory (read once), the group's reductions go
-// through distributed shared memory (SiLU: the Welford partials of x, then the three sums),
-// each CTA writes its dweight/dbias terms per (n, rank, c) for gn_bwd_params and dx of its
-// chunk: reads x and dy once, writes dx. Every CTA combines the partials in rank order (same
-// bits everywhere); a last cluster.sync() keeps shared memory alive for the peers' reads.
+// through distributed shared memory (SiLU: the Welford partials of x, then the three sums and
+// the per-channel sums of each chunk), each CTA writes the dweight/dbias terms of its share of
+// the channels (row n, for gn_bwd_params) and dx of its chunk: reads x and dy once, writes dx.
+// Every CTA combines the partials in rank order (same bits everywhere); a last cluster.sync()
+// keeps shared memory alive for the peers' reads.
 template <typename T, typename W, int V>
 __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdParams<T, W> p) {
   using A = acc_t<T>;
@@ -216,7 +218,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   const int tpg = p.dx_sched.tpg;
   const unsigned rank = gn_cluster_rank();
   const ClusterBwdSmem L = cluster_bwd_smem_layout(p.dx_sched.chunk, static_cast<int64_t>(sizeof(Vec<T, V>)),
-                                                   static_cast<int64_t>(sizeof(A)), cs);
+                                                   static_cast<int64_t>(sizeof(A)), cs, geo.D);
   unsigned char* sm = gn_dynamic_smem<unsigned char>();
   Vec<T, V>* xt = reinterpret_cast<Vec<T, V>*>(sm);
   Vec<T, V>* dt = reinterpret_cast<Vec<T, V>*>(sm + L.tile_bytes);
@@ -226,6 +228,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   A* spart = accs + L.spart;
   A* wall = accs + L.wall;
   A* sall = accs + L.sall;
+  A* chan = accs + L.chan;
 
   const int64_t ng = static_cast<int64_t>(blockIdx.x) / cs;  // clusters are cs consecutive CTAs
   const int64_t n = ng / geo.G, g = ng - n * geo.G;
@@ -266,7 +269,16 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
     spart[1] = sga;
     spart[2] = sgb;
   }
-  gn_cluster_sync();  // every CTA's sums are written (and its tiles complete)
+  // 3. this CTA's per-channel sums, for the peers too
+  if (p.dwp) {
+    __syncthreads();  // the whole chunk's tiles
+    tile_channel_sums<T, W, V>(p, g, e_begin * V, e_end * V, true, lt, tpg, xt, dt, mu, r, rho,
+                               [&](int64_t cc, A sa, A sb) {
+                                 chan[2 * cc] = sa;
+                                 chan[2 * cc + 1] = sb;
+                               });
+  }
+  gn_cluster_sync();  // every CTA's sums and channel sums are written
   if (lt < cs) {
     const A* q = gn_cluster_map(spart, static_cast<unsigned>(lt));
     sall[3 * lt] = q[0];
@@ -292,11 +304,12 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   const A c2 = -rho * rho * Acoef * invM;
   const A c3 = rho * (rm * rho * Acoef - sga) * invM;
 
-  // 3. this CTA's dweight / dbias terms per channel, row (n, rank) of the terms
+  // 4. the dweight / dbias terms of this CTA's share of the channels, from the cluster's sums
   if (p.dwp)
-    tile_channel_terms<T, W, V>(p, g, n * cs + rank, e_begin * V, e_end * V, true, lt, tpg, xt, dt, mu, r, rho, rm);
+    cluster_channel_terms(p.dwp, geo.C, n, g * geo.D, geo.D, chan, static_cast<int>(cs), rank,
+                          [&](int64_t) { return rho; }, [&](int64_t) { return rm; });
 
-  // 4. dx of this CTA's chunk
+  // 5. dx of this CTA's chunk
   if (p.dx) tile_dx<T, W, V>(p, g, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, c2, c3);
   gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }

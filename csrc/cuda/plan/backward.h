@@ -40,7 +40,7 @@ inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t sl
   b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
 
-// Cluster: gn_bwd_cluster (+ gn_bwd_params over N * cluster rows of per-channel terms).
+// Cluster: gn_bwd_cluster (+ gn_bwd_params).
 inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t smem) {
   const DeviceProblem& p = b.prob;
   const int64_t acc = acc_size(p.dtype);
@@ -48,9 +48,8 @@ inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t s
   b.walk = cw;
   b.smem_bytes = smem;
   b.chan_lanes = chan_lanes(cw.tpg, p.D());
-  b.dwp_rows = p.N * cw.splits;
   b.ws_dwp = 0;
-  b.workspace_bytes = round_up(b.dwp_rows * p.C * 2 * acc, 256);
+  b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
   Launch l = make_launch(Kernel::BwdCluster, smem, 0);
   walk_params(l, cw, b.vec);
   l.cluster = cw.splits;
@@ -60,16 +59,15 @@ inline void plan_backward_cluster(BackwardPlan& b, const WalkPlan& cw, int64_t s
   b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
 
-// Bundle: gn_bwd_bundle (+ gn_bwd_params over N * cluster rows of per-channel terms).
+// Bundle: gn_bwd_bundle (+ gn_bwd_params).
 inline void plan_backward_bundle(BackwardPlan& b, const BundlePlan& bp, int64_t smem) {
   const DeviceProblem& p = b.prob;
   b.schedule = Schedule::Bundle;
   b.vec = 16 / elem_size(p.dtype);
   b.bundle = bp;
   b.smem_bytes = smem;
-  b.dwp_rows = p.N * bp.cluster;
   b.ws_dwp = 0;
-  b.workspace_bytes = round_up(b.dwp_rows * p.C * 2 * acc_size(p.dtype), 256);
+  b.workspace_bytes = round_up(p.N * p.C * 2 * acc_size(p.dtype), 256);
   b.launches.push_back(bundle_launch(Kernel::BwdBundle, bp, b.vec, smem));
   b.launches.push_back(plain_launch(Kernel::BwdParams, b.params_grid, b.params_block));
 }
@@ -192,7 +190,6 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   if (NG == 0 || D * p.HxW == 0) return b;
   b.params_block = 256;
   b.params_grid = ceil_div(p.C, b.params_block);
-  b.dwp_rows = p.N;
   b.walk = plan_walk(p, V, ov);
 
   BundlePlan bundle;
@@ -217,7 +214,7 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   int64_t cluster_smem = 0;
   if ((ov.schedule == Schedule::Auto || ov.schedule == Schedule::Cluster) &&
       plan_cluster(p, ov, V, Mv, kMaxClusterBwdTpg, cw, cluster_smem, [&](int64_t chunk, int64_t cs) {
-        return cluster_bwd_smem_layout(chunk, V * elem_size(p.dtype), acc_size(p.dtype), cs).bytes;
+        return cluster_bwd_smem_layout(chunk, V * elem_size(p.dtype), acc_size(p.dtype), cs, D).bytes;
       })) {
     plan_backward_cluster(b, cw, cluster_smem);
     return b;

@@ -162,7 +162,6 @@ struct BackwardPlan {
   WalkPlan walk;  // OnChip: gn_bwd_onchip; Cluster: gn_bwd_cluster; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
   int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
   int64_t chan_lanes = 1;   // gn_bwd_onchip / gn_bwd_cluster: threads per channel in the per-channel sums
-  int64_t dwp_rows = 0;     // rows of per-channel dweight/dbias terms gn_bwd_params sums: N (clusters: N * cluster)
   SumsPlan sums;            // Split only
   RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
   BundlePlan bundle;        // Bundle only
