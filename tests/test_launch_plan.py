@@ -249,9 +249,20 @@ def test_sm_count_scales_the_split():
 
 
 def test_vectorization_rules():
-    # NCHW: 16-byte vectors need HxW % (16 / elem) == 0; NHWC needs (C / G) % (16 / elem) == 0.
+    # NCHW: 16-byte vectors need HxW % (16 / elem) == 0, or a group's run that is whole vectors
+    # with HxW >= 16 / elem (a vector then ends in at most the next channel); NHWC needs
+    # (C / G) % (16 / elem) == 0 (else bundles). The split backward's per-channel rows need the
+    # first kind: scalar for the flat groups.
     plan = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float32)
-    assert plan["forward"][0]["vec"] == 1  # 49 positions
+    assert plan["forward"][0]["vec"] == 4  # 49 positions, 64 x 49 floats per group
+    assert plan["backward"][0]["kernel"] == "gn_bwd_onchip" and plan["backward"][0]["vec"] == 4
+    plan = groupnorm_cuda.cuda_launch_plan((32, 96, 7, 7), 32, dtype=torch.float32)
+    assert plan["forward"][0]["vec"] == 1  # 3 x 49 floats per group: not whole vectors
+    plan = groupnorm_cuda.cuda_launch_plan((1, 64, 1, 3), 16, dtype=torch.float32)
+    assert plan["forward"][0]["vec"] == 1  # 4 x 3 floats per group, but HxW = 3 < 4
+    plan = groupnorm_cuda.cuda_launch_plan((1, 512, 49, 49), 32, dtype=torch.bfloat16, max_cluster_size=1)
+    names = [l["kernel"] for l in plan["backward"]]
+    assert plan["forward"][0]["vec"] == 8 and names[0] == "gn_bwd_sums_nchw" and plan["backward"][0]["vec"] == 1
     plan = groupnorm_cuda.cuda_launch_plan((32, 2048, 7, 7), 32, dtype=torch.float32,
                                            memory_format=torch.channels_last)
     assert plan["forward"][0]["vec"] == 4  # 64 channels per group

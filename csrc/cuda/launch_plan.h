@@ -8,7 +8,9 @@
 // describe() prints them. Overrides force a schedule, split factor, block size or vector width so that tiny
 // tensors can exercise every code path (tests/simt).
 //
-// Schedules (M = D * HxW elements per group (n, g), NG = N * G groups):
+// Schedules (M = D * HxW elements per group (n, g), NG = N * G groups). Accesses are 16-byte
+// vectors where the layout allows (pick_vec: NCHW HxW % V == 0, or a group's run of whole
+// vectors with HxW >= V; channels-last D % V == 0, else bundles or rows), scalars otherwise:
 //   forward OnChip : gn_fwd_onchip. gpb groups per CTA, tpg threads per group, each group's
 //                    data parked in shared memory between the statistics and the epilogue:
 //                    1 read + 1 write. Chosen when a group fits (up to the opt-in limit, 227

@@ -473,6 +473,30 @@ static std::vector<Case> make_cases() {
         scal(eSP));
     add("f32_hw63_d3_auto_" + l, DT::F32, false, 2, 15, 63, 5, cl, false, true, true, AUTO, 0, scal(Expect{}));
   }
+  // NCHW "flat" groups: HxW = 7x7 is not a multiple of the vector but each group's run is
+  // (M = 4 x 49 floats, 8 x 49 bf16, 2 x 49 doubles): 16-byte vectors that cross from one
+  // channel into the next, on chip (1 and 3 groups per CTA), on clusters (chunks ending inside
+  // a channel), the split forward (its backward scalar: per-channel rows); HxW = 3 < V stays
+  // scalar.
+  {
+    P::Overrides c3; c3.schedule = P::Schedule::Cluster; c3.splits = 3;
+    Expect eF1 = vecd(eON1), eF3 = vecd(eON3);
+    Expect eFC; eFC.fwd_sched = 3; eFC.bwd_sched = 3; eFC.vec = 2;
+    Expect eFS; eFS.fwd_sched = 1; eFS.bwd_sched = 1;
+    add("f32_flat49_onchip1_silu_nchw", DT::F32, false, 2, 16, 49, 4, false, true, true, true, ON1,
+        Q | T_TSAN | T_ASAN | T_MUT, eF1);
+    add("f32_flat49_onchip3_nchw", DT::F32, false, 3, 16, 49, 4, false, false, true, false, ON3, Q | T_ASAN, eF3);
+    add("f32_flat49_cluster3_silu_nchw", DT::F32, false, 2, 16, 49, 4, false, true, true, true, c3, Q | T_TSAN | T_ASAN,
+        eFC);
+    add("f32_flat49_split_nchw", DT::F32, false, 2, 16, 49, 4, false, true, true, true, SPLIT, Q | T_TSAN, eFS);
+    add("f32_flat49_mask_dx_only_nchw", DT::F32, false, 2, 16, 49, 4, false, false, true, true, ON1, Q, eF1, DX_ONLY);
+    add("bf16_flat49_onchip1_silu_nchw", DT::BF16, false, 2, 32, 49, 4, false, true, true, true, ON1, Q | T_ASAN, eF1);
+    add("f16wf32_flat49_cluster3_nchw", DT::F16, true, 2, 32, 49, 4, false, false, true, true, c3, Q | T_TSAN, eFC);
+    add("f64_flat49_onchip3_nchw", DT::F64, false, 3, 8, 49, 4, false, true, true, true, ON3, Q, eF3);
+    add("f32_flat49_auto_mean1e4_nchw", DT::F32, false, 2, 16, 49, 4, false, true, true, true, AUTO, Q, vecd(Expect{}),
+        ALL, 1e4, 1e-2);
+    add("f32_hw3_scalar_nchw", DT::F32, false, 2, 16, 3, 4, false, true, true, true, AUTO, Q, scal(Expect{}));
+  }
   // Misaligned tensors: the vectorized plan must be refused and fit_*_plan must re-plan scalar.
   add("f32_misaligned_split_nchw", DT::F32, false, 2, 16, 40, 4, false, false, true, true, SPLIT, Q | T_ASAN,
       eSP, ALL, 0, 1, true);

@@ -181,6 +181,19 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         args=("--case-filter", "f32_bundle3_silu_nhwc"),
         expect=("WARNING: ThreadSanitizer: data race", "gn_bwd_bundle", "backward_bundle.cuh:"),
     ),
+    # (l) an NCHW flat group (HxW = 49, not a multiple of the vector): a vector that crosses into
+    # the next channel normalized with its first channel's weight and bias.
+    Mutation(
+        name="l_flat_vector_one_channel",
+        file="forward.cuh",
+        old="const bool next = col + j >= geo.HxW;",
+        new="const bool next = false;",
+        mode="plain",
+        what="fwd_epilogue ignores the channel boundary inside a vector of a flat NCHW group",
+        args=("--case-filter", "f32_flat49_onchip1_silu_nchw"),
+        expect=("FAIL", " y"),
+        stream="stdout",
+    ),
 ]}
 
 

@@ -100,13 +100,15 @@ __device__ inline A dy_eff(A dyv, A u, A r, A rho, A gamma, A beta, bool silu) {
   return gn_silu_grad(dyv, (u - r) * rho * gamma + beta);
 }
 
-// Element j of the vector at (row, col) of group g: returns dy', sets u = x - mu and gamma.
+// Element j of the vector whose first element is at (row, col) of group g (the walk's view;
+// NCHW flat groups: past the end of the row it is the next channel): returns dy', sets
+// u = x - mu and gamma.
 template <typename T, typename W, int V>
 __device__ inline acc_t<T> elem_grad(const BwdParams<T, W>& p, int64_t g, int64_t row, int64_t col, int j, T xv,
                                      T dyv, acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T>& u, acc_t<T>& gamma) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
-  const int64_t c = geo.channels_last ? g * geo.D + col * V + j : g * geo.D + row;
+  const int64_t c = geo.channels_last ? g * geo.D + col + j : g * geo.D + row + (col + j >= geo.HxW ? 1 : 0);
   gamma = p.weight ? to_acc(p.weight[c]) : A(1);
   const A beta = p.bias ? to_acc(p.bias[c]) : A(0);
   u = to_acc(xv) - mu;
@@ -323,9 +325,9 @@ __global__ void gn_bwd_dx(BwdParams<T, W> p) {
   const A r = p.silu ? silu_r(p, ng, base, gs.active) : A(0);
   const int64_t g = ng % geo.G;
   Walk w;
-  w.init(gs.e_begin + gs.lt, p.dx_sched.tpg, geo.K);
+  w.init(V * (gs.e_begin + gs.lt), V * p.dx_sched.tpg, geo.KE);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.dx_sched.tpg) {
-    const int64_t off = base + w.row * geo.RS + w.col * V;
+    const int64_t off = base + w.row * geo.RS + w.col;
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
     const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
     Vec<T, V> out;

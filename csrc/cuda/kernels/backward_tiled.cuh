@@ -26,14 +26,14 @@ __device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t 
   const Geometry& geo = p.geo;
   Welford<acc_t<T>> st = welford_zero<acc_t<T>>();
   Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
+  w.init(V * (e_begin + lt), V * tpg, geo.KE);
   constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;  // x and dy: 2 * B loads in flight
   for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
     Vec<T, V> xv[B], dv[B];
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       if (e0 + u * tpg < e_end) {
-        const int64_t off = base + w.row * geo.RS + w.col * V;
+        const int64_t off = base + w.row * geo.RS + w.col;
         xv[u] = load_vec<T, V>(p.x, off);
         dv[u] = load_vec<T, V>(p.dy, off);
         w.advance();
@@ -60,7 +60,7 @@ __device__ inline void tile_sums(const BwdParams<T, W>& p, int64_t g, int64_t e_
   using A = acc_t<T>;
   se = sga = sgb = A(0);
   Walk w;
-  w.init(e_begin + lt, tpg, p.geo.K);
+  w.init(V * (e_begin + lt), V * tpg, p.geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
     const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
 #pragma unroll
@@ -83,7 +83,7 @@ __device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
+  w.init(V * (e_begin + lt), V * tpg, geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
     const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
     Vec<T, V> out;
@@ -93,7 +93,7 @@ __device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base
       const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
       out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
     }
-    store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col * V, out);
+    store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col, out);
     w.advance();
   }
 }

@@ -277,11 +277,16 @@ template <typename A> __device__ inline A warp_sum(A v) {
 }
 
 // ---- the 2-D view of one group ----
-// A group (n, g) is R rows x K vector-columns of V elements, row stride RS elements:
-//   NCHW: rows = the D channels, K = HxW / V, RS = HxW   (one contiguous run)
-//   NHWC: rows = the HxW positions, K = D / V, RS = C    (D channels per row)
-// Work on a group is a range of flat vector indices e = row * K + col; a thread walks
-// e0, e0 + step, ... keeping (row, col) incrementally (no division in the loop).
+// A group (n, g) is R rows x KE elements, row stride RS elements, walked in vectors of V:
+//   NCHW: rows = the D channels, KE = HxW, RS = HxW      (one contiguous run)
+//   NHWC: rows = the HxW positions, KE = D, RS = C        (D channels per row)
+// Vector e holds the group's elements e * V ... e * V + V - 1 in walk order; a thread walks
+// e0, e0 + step, ... keeping (row, col) of its first element incrementally (no division in the
+// loop): Walk::init(V * e0, V * step, KE), element offset row * RS + col. Rows are whole
+// vectors (K = KE / V vector-columns), except NCHW groups whose HxW is not a multiple of V
+// but whose run is (M % V == 0, HxW >= V: "flat" groups, e.g. 7x7): there a vector may end in
+// the next channel (col + j >= HxW), which the epilogues handle; the per-channel-row kernels
+// (gn_bwd_sums_nchw) never see such a group.
 struct Walk {
   int64_t row, col, drow, dcol, K;
   __device__ inline void init(int64_t e0, int64_t step, int64_t K_) {
@@ -305,7 +310,8 @@ struct Walk {
 struct Geometry {
   int64_t N, C, HxW, G, D, M;  // M = D * HxW elements per group
   int64_t Mv;                  // vectors per group
-  int64_t K;                   // vector-columns of the 2-D view
+  int64_t K;                   // vector-columns of the 2-D view (rows of whole vectors only)
+  int64_t KE;                  // elements per row of the 2-D view
   int64_t RS;                  // row stride (elements)
   bool channels_last;
   __device__ inline int64_t group_base(int64_t ng) const {

@@ -39,7 +39,9 @@ template <typename T, typename W> struct FwdParams {
   bool silu;
 };
 
-// Normalizes the vector at (row, col) of group ng: y = ((x - s) - m) * (rstd * w) + b.
+// Normalizes the vector whose first element is at (row, col) of group g (the walk's view):
+// y = ((x - s) - m) * (rstd * w) + b. NCHW: channel `row`, the vector's tail in the next
+// channel where a flat group's vector crosses the end of the row.
 template <typename T, typename W, int V>
 __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, V>& v, int64_t g, int64_t row,
                                          int64_t col, acc_t<T> s, acc_t<T> m, acc_t<T> rstd) {
@@ -50,14 +52,20 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
     const int64_t c = g * geo.D + row;
     const A a = p.weight ? rstd * to_acc(p.weight[c]) : rstd;
     const A b = p.bias ? to_acc(p.bias[c]) : A(0);
+    A a1 = a, b1 = b;
+    if (col + V > geo.HxW) {  // flat groups only
+      a1 = p.weight ? rstd * to_acc(p.weight[c + 1]) : rstd;
+      b1 = p.bias ? to_acc(p.bias[c + 1]) : A(0);
+    }
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      A z = ((to_acc(v.v[j]) - s) - m) * a + b;
+      const bool next = col + j >= geo.HxW;
+      A z = ((to_acc(v.v[j]) - s) - m) * (next ? a1 : a) + (next ? b1 : b);
       if (p.silu) z = gn_silu(z);
       out.v[j] = from_acc<T>(z);
     }
   } else {
-    const int64_t c0 = g * geo.D + col * V;
+    const int64_t c0 = g * geo.D + col;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const A a = p.weight ? rstd * to_acc(p.weight[c0 + j]) : rstd;
@@ -81,14 +89,14 @@ __device__ inline Welford<acc_t<T>> park_x(const T* __restrict__ x, const Geomet
                                            acc_t<T> s) {
   Welford<acc_t<T>> st = welford_zero<acc_t<T>>();
   Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
+  w.init(V * (e_begin + lt), V * tpg, geo.KE);
   constexpr int B = kLoadBatch<T>;
   for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
     Vec<T, V> v[B];
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       if (e0 + u * tpg < e_end) {
-        v[u] = load_vec<T, V>(x, base + w.row * geo.RS + w.col * V);
+        v[u] = load_vec<T, V>(x, base + w.row * geo.RS + w.col);
         w.advance();
       }
     }
@@ -110,10 +118,10 @@ __device__ inline void tile_epilogue(const FwdParams<T, W>& p, int64_t g, int64_
                                      acc_t<T> rstd) {
   const Geometry& geo = p.geo;
   Walk w;
-  w.init(e_begin + lt, tpg, geo.K);
+  w.init(V * (e_begin + lt), V * tpg, geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
     const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e - origin), g, w.row, w.col, s, m, rstd);
-    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col * V, out);
+    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col, out);
     w.advance();
   }
 }
@@ -211,9 +219,9 @@ __global__ void gn_fwd_stats(const T* __restrict__ x, acc_t<T>* __restrict__ ws,
   const A s = gs.active ? to_acc(x[base]) : A(0);
   Welford<A> st = welford_zero<A>();
   Walk w;
-  w.init(gs.e_begin + gs.lt, sched.tpg, geo.K);
+  w.init(V * (gs.e_begin + gs.lt), V * sched.tpg, geo.KE);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += sched.tpg) {
-    const Vec<T, V> v = load_vec<T, V>(x, base + w.row * geo.RS + w.col * V);
+    const Vec<T, V> v = load_vec<T, V>(x, base + w.row * geo.RS + w.col);
     accumulate_vec<T, V>(st, v, s);
     w.advance();
   }
@@ -242,9 +250,9 @@ __global__ void gn_fwd_apply(FwdParams<T, W> p) {
   }
   const int64_t g = gs.ng % geo.G;
   Walk w;
-  w.init(gs.e_begin + gs.lt, p.sched.tpg, geo.K);
+  w.init(V * (gs.e_begin + gs.lt), V * p.sched.tpg, geo.KE);
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
-    const int64_t off = base + w.row * geo.RS + w.col * V;
+    const int64_t off = base + w.row * geo.RS + w.col;
     const Vec<T, V> v = load_vec<T, V>(p.x, off);
     store_vec<T, V>(p.y, off, fwd_epilogue<T, W, V>(p, v, g, w.row, w.col, s, m, rstd));
     w.advance();

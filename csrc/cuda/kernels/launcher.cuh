@@ -103,6 +103,7 @@ inline Geometry make_geometry(const plan::DeviceProblem& p, int64_t vec) {
   g.Mv = g.M / vec;
   g.channels_last = p.layout == Layout::ChannelsLast;
   g.K = g.channels_last ? g.D / vec : p.HxW / vec;
+  g.KE = g.channels_last ? g.D : p.HxW;
   g.RS = g.channels_last ? p.C : p.HxW;
   return g;
 }

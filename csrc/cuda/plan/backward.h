@@ -233,7 +233,11 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
     s.block = b.rows.block;
     b.walk.splits = b.rows.pieces;  // SiLU pre-pass partials per group
   } else if (p.layout == Layout::Contiguous) {
-    plan_sums_nchw(p, ov, V, s);
+    if (b.vec != pick_vec(p, ov, true)) {  // a flat group: the per-channel sums need scalars
+      b.vec = 1;
+      b.walk = plan_walk(p, 1, ov);
+    }
+    plan_sums_nchw(p, ov, b.vec, s);
   } else {
     plan_sums_nhwc(p, ov, V, s);
   }

@@ -201,13 +201,17 @@ inline void validate(const DeviceProblem& p) {
 // per SM.
 inline int64_t onchip_smem_limit(const DeviceProblem& p) { return p.smem_optin - kStaticSmemBytes; }
 
-// 16-byte vectors when every vector lies inside one row of the 2-D view of a group and
-// all vector offsets are multiples of the width (pointer alignment is checked at launch).
-inline int64_t pick_vec(const DeviceProblem& p, const Overrides& ov) {
+// 16-byte vectors when all vector offsets are multiples of the width (pointer alignment is
+// checked at launch) and every vector lies inside one row of the 2-D view of a group, or,
+// NCHW, inside the group's contiguous run and across at most two channels (a "flat" group:
+// M % V == 0, HxW >= V, e.g. 7x7 with 4 or 8 channels per group). `rows_only`: the per-channel
+// row kernels of the split backward, which need the first kind.
+inline int64_t pick_vec(const DeviceProblem& p, const Overrides& ov, bool rows_only = false) {
   const int64_t v = 16 / elem_size(p.dtype);
   if (ov.vec == 1) return 1;
   const int64_t D = p.C / p.G;
-  const bool ok = p.layout == Layout::Contiguous ? (p.HxW % v == 0) : (D % v == 0);
+  const bool flat = !rows_only && (D * p.HxW) % v == 0 && p.HxW >= v;
+  const bool ok = p.layout == Layout::Contiguous ? (p.HxW % v == 0 || flat) : (D % v == 0);
   return ok ? v : 1;
 }
 
