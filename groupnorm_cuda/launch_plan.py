@@ -31,12 +31,15 @@ def cuda_launch_plan(
     sm_count: int = 132,
     activation: Optional[str] = None,
     max_shared_mem_per_block: int = 232448,
-    max_cluster_size: int = 8,
+    max_cluster_size: int = 16,
 ) -> dict:
     """The CUDA launches groupnorm_cuda would make for an input of this shape, on a GPU with
     ``sm_count`` SMs, ``max_shared_mem_per_block`` bytes of shared memory per block with the
     opt-in and thread-block clusters of up to ``max_cluster_size`` CTAs (the defaults describe
-    an H100/H200: 132 SMs, 227 KiB, 8; an A100 has 108, 166912 and no clusters: 1).
+    an H100/H200: 132 SMs, 227 KiB, 16; an A100 has 108, 166912 and no clusters: 1). Clusters
+    of more than 8 CTAs are non-portable: on a GPU the op first asks the device whether it can
+    place one with the launch's shared memory and plans with 8 where it cannot (pass 8 to see
+    that plan).
 
     Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
     at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes" (per CTA in all),

@@ -208,14 +208,14 @@ def test_batch1_vae_is_split(shape, fmt):
     for l in plans["forward"]:
         if l["kernel"] == "gn_fwd_finalize":
             continue
-        # split walk (splits per group), a group over a cluster (at most 8 CTAs: 32 groups
-        # make 256 CTAs) or, channels-last with 4 channels per group, bundles of 2 groups over
-        # a cluster (128 CTAs) or the rows schedule (pieces per sample)
+        # split walk (splits per group), a group over a cluster (at most 16 CTAs: 32 groups
+        # make 512 CTAs) or, channels-last with 4 channels per group, bundles of 2 groups over
+        # a cluster (256 CTAs) or the rows schedule (pieces per sample)
         assert l.get("splits", l.get("pieces", 0)) > 1, l
-        assert _ctas(l) >= MIN_CTAS or (l["kernel"] in ("gn_fwd_cluster", "gn_fwd_bundle") and l["cluster"][0] == 8), l
+        assert _ctas(l) >= MIN_CTAS or (l["kernel"] in ("gn_fwd_cluster", "gn_fwd_bundle") and l["cluster"][0] == 16), l
     for l in plans["backward"]:
         if l["kernel"] in BACKWARD_MAIN:
-            assert _ctas(l) >= MIN_CTAS or (l["kernel"] == "gn_bwd_cluster" and l["cluster"][0] == 8), l
+            assert _ctas(l) >= MIN_CTAS or (l["kernel"] in ("gn_bwd_cluster", "gn_bwd_bundle") and l["cluster"][0] == 16), l
 
 
 def test_small_groups_stay_on_chip():
@@ -273,18 +273,21 @@ def test_vectorization_rules():
 def test_channels_last_sd_unet_is_vectorized_along_channels():
     # 320 channels in 32 groups: 10 per group, not a whole 16-byte vector of fp16 / fp32. The
     # forward takes bundles of k groups (k * 10 channels = whole vectors: k = 4 for 16-bit, 2 for
-    # fp32) over a cluster of 8 CTAs, 1 read + 1 write; the backward too (reads x and dy once,
-    # writes dx). Without clusters a bundle (320 KiB) does not fit one CTA: the rows schedules.
+    # fp32) over a cluster of 16 CTAs (8 where the device allows no more: fewer CTAs), 1 read +
+    # 1 write; the backward too (reads x and dy once, writes dx). Without clusters a bundle
+    # (320 KiB) does not fit one CTA: the rows schedules.
     for dt, vec, k in ((torch.float16, 8, 4), (torch.bfloat16, 8, 4), (torch.float32, 4, 2)):
-        plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=dt, memory_format=torch.channels_last)
-        f = plans["forward"]
-        assert [l["kernel"] for l in f] == ["gn_fwd_bundle"]
-        assert f[0]["vec"] == vec and f[0]["groups_per_bundle"] == k and f[0]["cluster"][0] == 8
-        assert f[0]["bundle_cols"] == 10 * k // vec and _ctas(f[0]) == 2 * 32 // k * 8
-        assert plans["traffic"]["forward"]["ratio"] == pytest.approx(1.0, abs=1e-3)
-        names_b = [l["kernel"] for l in plans["backward"]]
-        assert names_b == ["gn_bwd_bundle", "gn_bwd_params"] and plans["backward"][0]["cluster"][0] == 8
-        assert plans["traffic"]["backward"]["ratio"] == pytest.approx(1.0, abs=0.01)
+        for cs in (16, 8):
+            plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=dt, memory_format=torch.channels_last,
+                                                    max_cluster_size=cs)
+            f = plans["forward"]
+            assert [l["kernel"] for l in f] == ["gn_fwd_bundle"]
+            assert f[0]["vec"] == vec and f[0]["groups_per_bundle"] == k and f[0]["cluster"][0] == cs
+            assert f[0]["bundle_cols"] == 10 * k // vec and _ctas(f[0]) == 2 * 32 // k * cs
+            assert plans["traffic"]["forward"]["ratio"] == pytest.approx(1.0, abs=1e-3)
+            names_b = [l["kernel"] for l in plans["backward"]]
+            assert names_b == ["gn_bwd_bundle", "gn_bwd_params"] and plans["backward"][0]["cluster"][0] == cs
+            assert plans["traffic"]["backward"]["ratio"] == pytest.approx(1.0, abs=0.01)
         plans = groupnorm_cuda.cuda_launch_plan((2, 320, 64, 64), 32, dtype=dt, memory_format=torch.channels_last,
                                                 max_cluster_size=1)
         assert [l["kernel"] for l in plans["forward"]] == ROWS

@@ -42,9 +42,12 @@ DeviceLimits device_limits(int device) {
     int count = 0, optin = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    int clusters = 0;  // thread-block clusters (sm_90+): up to 8 CTAs, the portable size
+    // Thread-block clusters (sm_90+): up to 16 CTAs, past the portable 8 with the kernel's
+    // non-portable attribute; the launcher's fit_*_plan asks the device whether a cluster of
+    // more than 8 with the launch's shared memory can be placed, and re-plans with 8 if not.
+    int clusters = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
-    d.max_cluster = clusters ? 8 : 1;
+    d.max_cluster = clusters ? 16 : 1;
     d.smem_optin = std::max<int64_t>(optin, plan::kSmemBudgetBytes);
     d.sm_count = count > 0 ? count : 1;
   }

@@ -19,7 +19,8 @@
 //                    per SM) or the group is too small to split.
 //   forward Cluster: gn_fwd_cluster (sm_90). Where the on-chip schedule does not apply (the group
 //                    does not fit one CTA, or too few groups) and the group is a whole number of
-//                    16-byte vectors: a group per thread-block cluster of 2-8 CTAs, each CTA
+//                    16-byte vectors: a group per thread-block cluster of 2-16 CTAs (past 8,
+//                    non-portable, where the device places it: fit_forward_plan), each CTA
 //                    parking one chunk in its shared memory, the partial statistics exchanged
 //                    through distributed shared memory: 1 read + 1 write.
 //   forward Bundle : gn_fwd_bundle. Channels-last groups that are not a whole number of 16-byte

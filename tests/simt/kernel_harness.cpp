@@ -122,6 +122,7 @@ struct Expect {  // what the plan must look like (else the case FAILS: coverage 
   bool splits_gt1 = false;
   bool pieces_gt1 = false;
   int64_t min_block = 0;  // the forward walk block must be at least this many threads
+  int64_t cluster = 0;    // the first launch of both directions: CTAs per cluster (0 any)
 };
 
 struct Case {
@@ -137,7 +138,8 @@ struct Case {
   bool misalign;
   unsigned tags;
   Expect ex;
-  int64_t max_cluster = 8;  // thread-block clusters of the emulated device (1: none, as sm_80)
+  int64_t max_cluster = 8;  // thread-block clusters the planner may use (1: none, as sm_80)
+  unsigned device_cluster = 16;  // the largest cluster the emulated device places
 };
 
 static int g_failures = 0;
@@ -233,6 +235,7 @@ static void run_case(const Case& cs) {
   pb.act = act;
   pb.sm_count = cs.sm;
   pb.max_cluster = cs.max_cluster;
+  simt::set_device_max_cluster(cs.device_cluster);
   K::ForwardArgs<T, W> fa{x.p, w.p, b.p, y.p, mean.p, rstd.p, 1e-5};
   const P::ForwardPlan fp0 = P::plan_forward(pb, cs.ov);
   const P::ForwardPlan fp = K::fit_forward_plan(fa, fp0);
@@ -362,6 +365,9 @@ static void run_case(const Case& cs) {
     why += " plan:splits";
   if (e.pieces_gt1 && (bp.schedule != P::Schedule::Split || bp.sums.pieces <= 1)) why += " plan:pieces";
   if ((bun ? fp.bundle.block : fp.walk.block()) < e.min_block) why += " plan:block";
+  if (e.cluster && (fp.launches.empty() || fp.launches[0].cluster != e.cluster || bp.launches.empty() ||
+                    bp.launches[0].cluster != e.cluster))
+    why += " plan:cluster";
   if (e.splits_gt1 && bun && fp.bundle.cluster <= 1) why += " plan:bundle-cluster";
 
   Fnv h;
@@ -617,6 +623,23 @@ static std::vector<Case> make_cases() {
         DX_ONLY);
     add("f32_bundle3_mask_params_only_nhwc", DT::F32, false, 2, 40, 12, 4, true, true, true, true, bnd(3), Q | T_ASAN,
         eBc, PARAMS_ONLY);
+  }
+  // Non-portable clusters of 16 CTAs (sm_90 with cudaFuncAttributeNonPortableClusterSizeAllowed,
+  // which the launcher sets; the emulator refuses a launch without it), and a device that cannot
+  // place them: fit_*_plan asks (cudaOccupancyMaxActiveClusters) and re-plans with 8.
+  {
+    P::Overrides c16; c16.schedule = P::Schedule::Cluster; c16.splits = 16;
+    P::Overrides b16; b16.schedule = P::Schedule::Bundle; b16.splits = 16;
+    Expect e16; e16.fwd_sched = 3; e16.bwd_sched = 3; e16.cluster = 16;
+    Expect e8 = e16; e8.cluster = 8;
+    Expect eb16; eb16.fwd_sched = 4; eb16.bwd_sched = 4; eb16.cluster = 16;
+    add("f32_cluster16_silu_nchw", DT::F32, false, 2, 16, 256, 2, false, true, true, true, c16, Q | T_TSAN, e16);
+    v.back().max_cluster = 16;
+    add("f32_cluster16_device8_nhwc", DT::F32, false, 2, 16, 256, 2, true, false, true, true, c16, Q, e8);
+    v.back().max_cluster = 16;
+    v.back().device_cluster = 8;
+    add("f32_bundle16_silu_nhwc", DT::F32, false, 1, 40, 64, 4, true, true, true, true, b16, Q | T_ASAN, eb16);
+    v.back().max_cluster = 16;
   }
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());

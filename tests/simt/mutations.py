@@ -194,6 +194,20 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect=("FAIL", " y"),
         stream="stdout",
     ),
+    # (m) a cluster of 16 CTAs without the kernel's cudaFuncAttributeNonPortableClusterSizeAllowed
+    # (the predicate shared by the GPU and emulator launch paths): a GPU refuses the launch.
+    Mutation(
+        name="m_missing_nonportable_cluster_attribute",
+        file="launch.cuh",
+        old="inline bool gn_cluster_nonportable(unsigned cluster_x) { return cluster_x > kGnPortableCluster; }",
+        new="inline bool gn_cluster_nonportable(unsigned) { return false; }  // MUTATION m: never set the attribute",
+        mode="plain",
+        what="clusters of more than 8 CTAs requested without the non-portable cluster attribute",
+        args=("--case-filter", "f32_cluster16_silu_nchw"),
+        expect=("SIMT ERROR:", "without cudaFuncAttributeNonPortableClusterSizeAllowed"),
+        expect_rc=87,
+        located=False,  # a host-side launch setting
+    ),
 ]}
 
 

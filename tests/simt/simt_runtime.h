@@ -827,6 +827,49 @@ inline void check_dynamic_shared(const void* kernel, size_t smem_bytes) {
                  smem_bytes, allowed);
 }
 
+// Thread-block clusters of more than 8 CTAs (non-portable, up to 16 on sm_90): a launch needs
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) first, and the
+// device must be able to place such a cluster (cudaOccupancyMaxActiveClusters > 0).
+// set_device_max_cluster() sets the largest cluster the emulated device places (default 16).
+inline std::vector<const void*>& nonportable_cluster_table() {
+  static std::vector<const void*> t;
+  return t;
+}
+template <typename... P>
+void allow_nonportable_cluster(void (*kernel)(P...)) {
+  std::lock_guard<std::mutex> lock(detail::launch_mutex());
+  for (const void* k : nonportable_cluster_table())
+    if (k == reinterpret_cast<const void*>(kernel)) return;
+  nonportable_cluster_table().push_back(reinterpret_cast<const void*>(kernel));
+}
+inline unsigned& device_max_cluster() {
+  static unsigned m = 16;
+  return m;
+}
+inline void set_device_max_cluster(unsigned m) { device_max_cluster() = m; }
+inline bool nonportable_allowed(const void* kernel) {
+  std::lock_guard<std::mutex> lock(detail::launch_mutex());
+  for (const void* k : nonportable_cluster_table())
+    if (k == kernel) return true;
+  return false;
+}
+// cudaOccupancyMaxActiveClusters: clusters of `cluster_x` CTAs the device holds at once (0: none;
+// past 8 CTAs only with the kernel's non-portable attribute, as on a GPU).
+template <typename... P>
+int max_active_clusters(void (*kernel)(P...), unsigned cluster_x) {
+  if (cluster_x > 8 && !nonportable_allowed(reinterpret_cast<const void*>(kernel))) return 0;
+  return cluster_x <= device_max_cluster() ? 1 : 0;
+}
+inline void check_cluster_size(const void* kernel, unsigned cluster_x) {
+  if (cluster_x <= 8) return;
+  if (!nonportable_allowed(kernel))
+    detail::fail("invalid cluster launch: %u CTAs per cluster > 8 (portable) without "
+                 "cudaFuncAttributeNonPortableClusterSizeAllowed", cluster_x);
+  if (cluster_x > device_max_cluster())
+    detail::fail("cluster launch: %u CTAs per cluster do not fit the device (cudaOccupancyMaxActiveClusters = 0; "
+                 "check before launching)", cluster_x);
+}
+
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch: wrong number of kernel arguments");
@@ -849,6 +892,7 @@ void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_byt
   static_assert(sizeof...(P) == sizeof...(A), "simt::launch_cluster: wrong number of kernel arguments");
   if (!kernel) detail::fail("simt::launch_cluster: null kernel pointer");
   check_dynamic_shared(reinterpret_cast<const void*>(kernel), smem_bytes);
+  check_cluster_size(reinterpret_cast<const void*>(kernel), cluster_x);
   {
     std::lock_guard<std::mutex> lock(detail::launch_mutex());
     launch_log().push_back({reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, cluster_x});

@@ -28,7 +28,7 @@ simt_build = mutations.simt_build
 
 HARNESS = HERE / "kernel_harness.cpp"
 SANITIZER_MARKERS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
-ALL_KERNELS = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_bwd_cluster", "gn_fwd_stats", "gn_fwd_apply", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc",
+ALL_KERNELS = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_bwd_bundle", "gn_bwd_cluster", "gn_fwd_stats", "gn_fwd_apply", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc",
                "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx", "gn_bwd_onchip", "gn_fwd_stats_rows", "gn_fwd_finalize",
                "gn_fwd_apply_rows", "gn_bwd_silu_r", "gn_bwd_sums_rows", "gn_bwd_dx_rows"}
 CASE_RE = re.compile(r"^CASE (\S+)\s+fwd\[(.*?)\] bwd\[(.*?)\] kernels=(\S+) err\[(.*?)\] tol=\S+ "

@@ -10,6 +10,12 @@
 // cudaFuncAttributeMaxDynamicSharedMemorySize (gn_allow_dynamic_smem), as CUDA requires; the
 // emulator refuses such a launch without it, as CUDA does.
 constexpr size_t kGnDefaultDynamicSmem = 48 * 1024;
+// Larger thread-block clusters (up to 16 CTAs on sm_90) are non-portable: the kernel's
+// cudaFuncAttributeNonPortableClusterSizeAllowed first (gn_allow_cluster), and whether the
+// device can place such a cluster with the launch's shared memory is asked before planning on
+// it (gn_cluster_fits: cudaOccupancyMaxActiveClusters).
+constexpr unsigned kGnPortableCluster = 8;
+inline bool gn_cluster_nonportable(unsigned cluster_x) { return cluster_x > kGnPortableCluster; }
 
 #if defined(GROUPNORM_SIMT)
 #include "simt_runtime.h"  // dim3, cudaStream_t, __global__, __device__, __shared__, threadIdx..., __syncthreads, __shfl_*_sync, simt::launch, simt::dynamic_shared<T>()
@@ -25,8 +31,18 @@ inline T* gn_dynamic_smem() {
 }
 // Thread-block clusters (sm_90): launch with a cluster size along x, and the cluster API of
 // cooperative_groups::this_cluster() that the kernels use.
-#define GN_LAUNCH_CLUSTER(kernel, grid, block, smem_bytes, stream, cluster_x, ...) \
-  (gn_allow_dynamic_smem((kernel), (smem_bytes)),                                   \
+template <typename K>
+inline void gn_allow_cluster(K kernel, unsigned cluster_x) {
+  if (gn_cluster_nonportable(cluster_x)) ::simt::allow_nonportable_cluster(kernel);
+}
+template <typename K>
+inline bool gn_cluster_fits(K kernel, dim3, dim3, size_t smem_bytes, unsigned cluster_x) {
+  gn_allow_dynamic_smem(kernel, smem_bytes);
+  gn_allow_cluster(kernel, cluster_x);
+  return ::simt::max_active_clusters(kernel, cluster_x) > 0;
+}
+#define GN_LAUNCH_CLUSTER(kernel, grid, block, smem_bytes, stream, cluster_x, ...)            \
+  (gn_allow_dynamic_smem((kernel), (smem_bytes)), gn_allow_cluster((kernel), (cluster_x)), \
    ::simt::launch_cluster((kernel), (grid), (block), (smem_bytes), (cluster_x), __VA_ARGS__))
 inline unsigned gn_cluster_rank() { return ::simt::cluster_rank(); }
 inline void gn_cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
@@ -78,11 +94,26 @@ __device__ __forceinline__ T* gn_dynamic_smem() {
 // Thread-block clusters: cudaLaunchKernelEx with cudaLaunchAttributeClusterDimension (the
 // planner asks for clusters only on devices that have them, sm_90+); the device side is
 // cooperative_groups::this_cluster(), compiled to a trap for older architectures.
-template <typename... P, typename... A>
-inline void gn_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
-                              unsigned cluster_x, A&&... args) {
-  gn_allow_dynamic_smem(kernel, smem_bytes);
-  cudaLaunchAttribute attr[1];
+template <typename K>
+inline void gn_allow_cluster(K kernel, unsigned cluster_x) {
+  if (!gn_cluster_nonportable(cluster_x)) return;
+  static std::mutex mu;
+  static std::vector<std::pair<const void*, int>> granted;  // kernel, device
+  int device = 0;
+  cudaGetDevice(&device);
+  const void* key = reinterpret_cast<const void*>(kernel);
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& g : granted)
+    if (g.first == key && g.second == device) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("groupnorm_cuda: cudaFuncSetAttribute(NonPortableClusterSizeAllowed): ") +
+                             cudaGetErrorString(err));
+  granted.emplace_back(key, device);
+}
+// The launch configuration of a cluster launch (attr: storage for its one attribute).
+inline cudaLaunchConfig_t gn_cluster_config(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                                            unsigned cluster_x, cudaLaunchAttribute* attr) {
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = cluster_x;
   attr[0].val.clusterDim.y = 1;
@@ -94,6 +125,30 @@ inline void gn_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+// Whether the current device can place one cluster of this launch at all.
+template <typename K>
+inline bool gn_cluster_fits(K kernel, dim3 grid, dim3 block, size_t smem_bytes, unsigned cluster_x) {
+  gn_allow_dynamic_smem(kernel, smem_bytes);
+  gn_allow_cluster(kernel, cluster_x);
+  cudaLaunchAttribute attr[1];
+  const cudaLaunchConfig_t cfg = gn_cluster_config(grid, block, smem_bytes, nullptr, cluster_x, attr);
+  int clusters = 0;
+  const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // a refused configuration is an answer, not a sticky error
+    return false;
+  }
+  return clusters > 0;
+}
+template <typename... P, typename... A>
+inline void gn_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                              unsigned cluster_x, A&&... args) {
+  gn_allow_dynamic_smem(kernel, smem_bytes);
+  gn_allow_cluster(kernel, cluster_x);
+  cudaLaunchAttribute attr[1];
+  const cudaLaunchConfig_t cfg = gn_cluster_config(grid, block, smem_bytes, stream, cluster_x, attr);
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
   if (err != cudaSuccess)
     throw std::runtime_error(std::string("groupnorm_cuda: cluster launch (") + std::to_string(cluster_x) +

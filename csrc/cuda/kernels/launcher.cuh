@@ -4,7 +4,8 @@
 //
 // Usage:
 //   plan::ForwardPlan fp = plan::plan_forward(problem, overrides);
-//   fp = kernels::fit_forward_plan(args, fp);     // scalar path if a pointer is misaligned
+//   fp = kernels::fit_forward_plan(args, fp);     // scalar path if a pointer is misaligned,
+//                                                 // clusters of <= 8 if a larger one does not fit
 //   workspace of kernels::forward_workspace_bytes(fp) bytes (any 256-byte aligned memory)
 //   kernels::launch_forward(args, fp, workspace, stream);
 // and the same with Backward.
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cuda/launch_plan.h"
 #include "cuda/kernels/backward.cuh"
@@ -75,23 +77,6 @@ inline bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<
 inline size_t forward_workspace_bytes(const plan::ForwardPlan& p) { return static_cast<size_t>(p.workspace_bytes); }
 inline size_t backward_workspace_bytes(const plan::BackwardPlan& p) { return static_cast<size_t>(p.workspace_bytes); }
 
-// The plan assumes 16-byte aligned tensors; re-plan with scalar accesses when they are not.
-// Call before sizing the workspace.
-template <typename T, typename W>
-inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
-  if (p.vec == 1 || (aligned16(a.x) && aligned16(a.y))) return p;
-  plan::Overrides ov = p.ov;
-  ov.vec = 1;
-  return plan::plan_forward(p.prob, ov);
-}
-template <typename T, typename W>
-inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
-  if (p.vec == 1 || (aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx))) return p;
-  plan::Overrides ov = p.ov;
-  ov.vec = 1;
-  return plan::plan_backward(p.prob, ov);
-}
-
 inline Geometry make_geometry(const plan::DeviceProblem& p, int64_t vec) {
   Geometry g;
   g.N = p.N;
@@ -129,6 +114,66 @@ inline BundleSched bundle_sched(const plan::BundlePlan& b) {
 
 inline dim3 dims(const std::array<int64_t, 3>& d) {
   return dim3(static_cast<unsigned>(d[0]), static_cast<unsigned>(d[1]), static_cast<unsigned>(d[2]));
+}
+
+// Whether every cluster launch of a plan past the portable size (8 CTAs) fits the current
+// device with its shared memory (gn_cluster_fits: cudaOccupancyMaxActiveClusters); the
+// portable ones always do.
+template <typename T, typename W, int V>
+bool clusters_fit_v(const std::vector<plan::Launch>& launches) {
+  for (const plan::Launch& l : launches) {
+    if (!gn_cluster_nonportable(static_cast<unsigned>(l.cluster))) continue;
+    const dim3 grid = dims(l.grid), block = dims(l.block);
+    const size_t smem = static_cast<size_t>(l.dynamic_smem_bytes);
+    const unsigned cx = static_cast<unsigned>(l.cluster);
+    bool fits = false;
+    if constexpr (V > 1) {
+      switch (l.id) {
+        case plan::Kernel::FwdCluster: fits = gn_cluster_fits(gn_fwd_cluster<T, W, V>, grid, block, smem, cx); break;
+        case plan::Kernel::FwdBundle: fits = gn_cluster_fits(gn_fwd_bundle<T, W, V>, grid, block, smem, cx); break;
+        case plan::Kernel::BwdCluster: fits = gn_cluster_fits(gn_bwd_cluster<T, W, V>, grid, block, smem, cx); break;
+        case plan::Kernel::BwdBundle: fits = gn_cluster_fits(gn_bwd_bundle<T, W, V>, grid, block, smem, cx); break;
+        default: break;
+      }
+    }
+    if (!fits) return false;
+  }
+  return true;
+}
+template <typename T, typename W>
+bool clusters_fit(const std::vector<plan::Launch>& launches, int64_t vec) {
+  constexpr int VF = static_cast<int>(16 / sizeof(T));
+  return vec == 1 ? clusters_fit_v<T, W, 1>(launches) : clusters_fit_v<T, W, VF>(launches);
+}
+
+// The plan assumes 16-byte aligned tensors and a device that places its clusters: re-plan with
+// scalar accesses when the tensors are not aligned, with clusters of at most 8 CTAs when a
+// larger one does not fit. Call before sizing the workspace.
+template <typename T, typename W>
+inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
+  plan::ForwardPlan r = p;
+  if (p.vec > 1 && !(aligned16(a.x) && aligned16(a.y))) {
+    plan::Overrides ov = p.ov;
+    ov.vec = 1;
+    r = plan::plan_forward(p.prob, ov);
+  }
+  if (clusters_fit<T, W>(r.launches, r.vec)) return r;
+  plan::DeviceProblem q = r.prob;
+  q.max_cluster = kGnPortableCluster;
+  return plan::plan_forward(q, r.ov);
+}
+template <typename T, typename W>
+inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
+  plan::BackwardPlan r = p;
+  if (p.vec > 1 && !(aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx))) {
+    plan::Overrides ov = p.ov;
+    ov.vec = 1;
+    r = plan::plan_backward(p.prob, ov);
+  }
+  if (clusters_fit<T, W>(r.launches, r.vec)) return r;
+  plan::DeviceProblem q = r.prob;
+  q.max_cluster = kGnPortableCluster;
+  return plan::plan_backward(q, r.ov);
 }
 
 [[noreturn]] inline void not_in_direction(const plan::Launch& l, const char* direction) {

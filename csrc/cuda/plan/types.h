@@ -87,7 +87,8 @@ enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2, Cluster 
 struct DeviceProblem : Problem {
   int64_t sm_count = 132;               // streaming multiprocessors
   int64_t smem_optin = kSmemOptinSm90;  // shared memory per block with the opt-in (static included)
-  int64_t max_cluster = 8;              // CTAs per thread-block cluster (portable limit; 1: no clusters, < sm_90)
+  int64_t max_cluster = 8;              // CTAs per thread-block cluster (1: no clusters, < sm_90; 8 portable,
+                                        // 16 on sm_90 non-portable: device_limits, fit_*_plan)
 };
 
 // 0 / Auto = let the planner choose. Values are clamped to what is legal for the shape.
