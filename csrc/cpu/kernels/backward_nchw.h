@@ -34,7 +34,7 @@ struct ChanSums {
 // e is accumulated in the same order with and without only_e (the SiLU pre-pass relies on
 // getting the same bits).
 template <typename T>
-GN_HOT inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
+GN_HOT_INLINE inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
                                        ZCoef<acc_t<T>> zc, bool only_e, acc_t<T>* g_out = nullptr) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
@@ -91,7 +91,7 @@ GN_HOT inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n
 
 // dx = c1 * dy' + c2 * u + c3 over n values of one channel, T in and out.
 template <typename T>
-GN_HOT inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
+GN_HOT_INLINE inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
                        acc_t<T> c3, bool silu, ZCoef<acc_t<T>> zc) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
@@ -118,7 +118,7 @@ GN_HOT inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<
 
 // dx = c1 * g + c2 * u + c3 with dy' = g kept from channel_sums (SiLU: no second sigmoid).
 template <typename T>
-GN_HOT inline void channel_dx_kept(const acc_t<T>* g, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1,
+GN_HOT_INLINE inline void channel_dx_kept(const acc_t<T>* g, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1,
                             acc_t<T> c2, acc_t<T> c3) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
@@ -146,6 +146,7 @@ class BackwardNchw {
         cpp_(whole_ ? std::max<int64_t>(1, kPieceElems / HxW_) : 1),
         ppc_(whole_ ? 1 : (HxW_ + kPieceElems - 1) / kPieceElems),
         pieces_(whole_ ? (D_ + cpp_ - 1) / cpp_ : D_ * ppc_),
+        short_(whole_ && HxW_ <= kChunk),
         sched_(make_schedule(units_, pieces_, 2 * M_ * static_cast<int64_t>(sizeof(T)))),
         direct_(whole_ || sched_.fused),
         pre_in_unit_(silu_ && sched_.fused && !a.r_in),
@@ -199,6 +200,10 @@ class BackwardNchw {
 
   // Piece p of unit u into target (only_e: the SiLU pre-pass, e sums only).
   void stats_into(std::vector<ChanSums<A>>& target, bool only_e, int64_t u, int64_t p) {
+    if (short_) {
+      stats_short(target, only_e, u, p);
+      return;
+    }
     for_segments(p, [&](int64_t d, int64_t h0, int64_t h1, bool first) {
       const ChanSums<A> part = segment_sums(u, d, h0, h1, only_e);
       if (direct_) {
@@ -209,6 +214,23 @@ class BackwardNchw {
         partial_[p] = part;
       }
     });
+  }
+
+  // Short channels (whole, at most kChunk values): the same sums as segment_sums, as one loop
+  // over the piece's channels with the per-channel helpers inlined (no call per channel).
+  GN_HOT void stats_short(std::vector<ChanSums<A>>& target, bool only_e, int64_t u, int64_t p) {
+    const int64_t d0 = p * cpp_, d1 = std::min(D_, d0 + cpp_);
+    const int64_t n = u / a_.s.G, c0 = (u % a_.s.G) * D_;
+    const A mu = a_.mean[u];
+    const T* x = a_.x + u * M_;
+    const T* dy = a_.dy + u * M_;
+    A* kept = keep_g_ && !only_e ? kept_.get(M_) : nullptr;
+    ChanSums<A>* dst = target.data() + u * D_;
+    for (int64_t d = d0; d < d1; ++d) {
+      const ZCoef<A> zc = silu_ && !only_e ? z_coef(a_, n, c0 + d, r_silu_[u]) : ZCoef<A>{};
+      const int64_t off = d * HxW_;
+      dst[d] = channel_sums(dy + off, x + off, HxW_, mu, silu_, zc, only_e, kept ? kept + off : nullptr);
+    }
   }
 
   void merge(std::vector<ChanSums<A>>& target, int64_t u) {
@@ -259,6 +281,10 @@ class BackwardNchw {
 
   void apply(int64_t u, int64_t p) {
     if (!a_.dx) return;
+    if (short_) {
+      apply_short(u, p);
+      return;
+    }
     const int64_t n = u / a_.s.G, g = u % a_.s.G;
     const A mu = a_.mean[u];
     const int64_t unit_bytes = M_ * static_cast<int64_t>(sizeof(T));
@@ -280,6 +306,30 @@ class BackwardNchw {
     });
   }
 
+  // apply for short channels: one loop over the piece's channels, helpers inlined.
+  GN_HOT void apply_short(int64_t u, int64_t p) {
+    const int64_t d0 = p * cpp_, d1 = std::min(D_, d0 + cpp_);
+    const int64_t n = u / a_.s.G, c0 = (u % a_.s.G) * D_;
+    const A mu = a_.mean[u], rho = a_.rstd[u];
+    const GroupCoef<A> gc = coef_[u];
+    const int64_t unit_bytes = M_ * static_cast<int64_t>(sizeof(T));
+    const A* kept = keep_g_ ? kept_.get(M_) : nullptr;
+    for (int64_t d = d0; d < d1; ++d) {
+      const int64_t off = u * M_ + d * HxW_;
+      const A c1 = rho * param_at(a_.w, c0 + d, A(1));
+      if (next_unit_) {
+        prefetch_at(a_.x + off, unit_bytes, HxW_);
+        if (!keep_g_) prefetch_at(a_.dy + off, unit_bytes, HxW_);
+      }
+      if (kept) {
+        channel_dx_kept(kept + d * HxW_, a_.x + off, a_.dx + off, HxW_, mu, c1, gc.c2, gc.c3);
+      } else {
+        const ZCoef<A> zc = silu_ ? z_coef(a_, n, c0 + d, gc.r) : ZCoef<A>{};
+        channel_dx(a_.dy + off, a_.x + off, a_.dx + off, HxW_, mu, c1, gc.c2, gc.c3, silu_, zc);
+      }
+    }
+  }
+
   const BwdArgs<T, W>& a_;
   const int64_t D_, HxW_, M_, units_;
   const bool silu_;
@@ -289,6 +339,7 @@ class BackwardNchw {
   const int64_t cpp_;  // channels per piece
   const int64_t ppc_;  // pieces per channel
   const int64_t pieces_;
+  const bool short_;   // whole channels of at most kChunk values: stats_short / apply_short
   const Schedule sched_;
   // Where piece results go: straight into the per-channel sums when no other piece touches the
   // channel concurrently, else into per-piece partials merged in finish.

@@ -20,6 +20,9 @@
 // perf: VecIO<BFloat16>::store, then at::vec::convert_from_float, called once per vector,
 // made the bf16 NCHW forward ~25% slower).
 #define GN_HOT __attribute__((flatten))
+// The same on per-channel helpers that run once per short channel (NCHW with HxW of a few
+// vectors): inlined into the caller's channel loop, no call per channel.
+#define GN_HOT_INLINE __attribute__((always_inline, flatten))
 
 namespace groupnorm_cuda {
 namespace cpu {
