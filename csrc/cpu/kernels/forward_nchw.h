@@ -20,7 +20,7 @@ using at::vec::Vectorized;
 
 // y = act((x - sh) * sc + b) over n values of T, converted in registers.
 template <typename T>
-GN_HOT inline void affine_act(const T* x, T* y, int64_t n, acc_t<T> sh, acc_t<T> sc, acc_t<T> b, Activation act) {
+GN_HOT_INLINE inline void affine_act(const T* x, T* y, int64_t n, acc_t<T> sh, acc_t<T> sc, acc_t<T> b, Activation act) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   const V vsh(sh), vsc(sc), vb(b);
@@ -100,7 +100,7 @@ class ForwardNchw {
     }
   }
 
-  void apply(int64_t u, int64_t p) const {
+  GN_HOT void apply(int64_t u, int64_t p) const {
     const int64_t g = u % a_.s.G, D = a_.s.D(), HxW = a_.s.HxW;
     const T* xg = a_.x + u * M_;
     T* yg = a_.y + u * M_;
