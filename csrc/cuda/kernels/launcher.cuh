@@ -148,32 +148,30 @@ bool clusters_fit(const std::vector<plan::Launch>& launches, int64_t vec) {
 
 // The plan assumes 16-byte aligned tensors and a device that places its clusters: re-plan with
 // scalar accesses when the tensors are not aligned, with clusters of at most 8 CTAs when a
-// larger one does not fit. Call before sizing the workspace.
-template <typename T, typename W>
-inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
-  plan::ForwardPlan r = p;
-  if (p.vec > 1 && !(aligned16(a.x) && aligned16(a.y))) {
+// larger one does not fit (replan: plan::plan_forward or plan::plan_backward). Call before
+// sizing the workspace.
+template <typename T, typename W, typename Plan, typename Replan>
+inline Plan fit_plan(const Plan& p, bool aligned, Replan replan) {
+  Plan r = p;
+  if (p.vec > 1 && !aligned) {
     plan::Overrides ov = p.ov;
     ov.vec = 1;
-    r = plan::plan_forward(p.prob, ov);
+    r = replan(p.prob, ov);
   }
   if (clusters_fit<T, W>(r.launches, r.vec)) return r;
   plan::DeviceProblem q = r.prob;
   q.max_cluster = kGnPortableCluster;
-  return plan::plan_forward(q, r.ov);
+  return replan(q, r.ov);
+}
+template <typename T, typename W>
+inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
+  return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.y),
+                        [](const plan::DeviceProblem& q, const plan::Overrides& ov) { return plan::plan_forward(q, ov); });
 }
 template <typename T, typename W>
 inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
-  plan::BackwardPlan r = p;
-  if (p.vec > 1 && !(aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx))) {
-    plan::Overrides ov = p.ov;
-    ov.vec = 1;
-    r = plan::plan_backward(p.prob, ov);
-  }
-  if (clusters_fit<T, W>(r.launches, r.vec)) return r;
-  plan::DeviceProblem q = r.prob;
-  q.max_cluster = kGnPortableCluster;
-  return plan::plan_backward(q, r.ov);
+  return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
+                        [](const plan::DeviceProblem& q, const plan::Overrides& ov) { return plan::plan_backward(q, ov); });
 }
 
 [[noreturn]] inline void not_in_direction(const plan::Launch& l, const char* direction) {
