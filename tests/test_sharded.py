@@ -250,10 +250,15 @@ def _worker(rank, port, out_dir):
         # disagreements: every rank gets the same clear error, nobody hangs
         errors = []
         bad = [((2, 8, 3, 3), 4), ((2, 8, 3, 3), 4), ((2, 12, 3, 3), 4)][rank]
-        for kwargs in (dict(shape=bad[0], G=bad[1]), dict(shape=(2, 8, 3, 3), G=[4, 4, 2][rank])):
+        # a shard on another device than the others (meta on rank 1), then every shard on a device
+        # that the process group's backend (gloo: CPU) does not communicate on
+        for kwargs in (dict(shape=bad[0], G=bad[1]), dict(shape=(2, 8, 3, 3), G=[4, 4, 2][rank]),
+                       dict(shape=(2, 8, 3, 3), G=4, device="meta" if rank == 1 else "cpu"),
+                       dict(shape=(2, 8, 3, 3), G=4, device="meta")):
             try:
                 with torch.no_grad():
-                    sharded_group_norm(torch.randn(kwargs["shape"]), kwargs["G"], group=None, dim=2)
+                    shard = torch.randn(kwargs["shape"], device=kwargs.get("device", "cpu"))
+                    sharded_group_norm(shard, kwargs["G"], group=None, dim=2)
                 errors.append(None)
             except ValueError as e:
                 errors.append(str(e))
@@ -323,9 +328,11 @@ def test_sharded_module_and_errors(sharded_results):
     assert all(r["module"]["type"] == "ShardedGroupNorm" for r in sharded_results)
     assert rel_err(y, reference(x, 4, w, b, 1e-5, None, None)[0]) < 2e-6
     for r in sharded_results:
-        first, second = r["errors"]
+        first, second, device, backend = r["errors"]
         assert first is not None and "disagree on the input's shape[1]" in first and "rank 2: 12" in first
         assert second is not None and "disagree on the input's num_groups" in second
+        assert device is not None and "disagree on the input's device type" in device and "rank 1: 3" in device
+        assert backend is not None and "shards are on meta" in backend and "(gloo) communicates on cpu" in backend
         assert r["errors"] == sharded_results[0]["errors"]
 
 
