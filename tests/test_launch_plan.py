@@ -375,12 +375,13 @@ def test_traffic_ratios_on_benchmark_shapes(case):
 # SD UNet channels-last with 10 channels per group (bundles of 4 groups over clusters: 1.65x /
 # 2.67x with the rows schedules before; the cluster's per-channel sums combined on chip, 1.021
 # with a row of dweight/dbias terms per CTA before), ResNet's last stage, and the per-(n, c)
-# dweight/dbias terms, which outweigh x itself when HxW = 1.
+# dweight/dbias terms, which outweighed x itself when HxW = 1 (2.313 with a row of them per
+# sample; one row per CTA of 8 samples now).
 PINNED = [
     ((1, 512, 128, 128), torch.bfloat16, torch.contiguous_format, None, 1.000, 1.000),
     ((32, 2048, 7, 7), torch.float32, torch.contiguous_format, None, 1.000, 1.027),
     ((2, 320, 32, 32), torch.bfloat16, torch.channels_last, None, 1.000, 1.003),
-    ((256, 2048, 1, 1), torch.float32, torch.contiguous_format, None, 1.000, 2.313),
+    ((256, 2048, 1, 1), torch.float32, torch.contiguous_format, None, 1.000, 1.164),
 ]
 
 
@@ -397,3 +398,21 @@ def test_traffic_exact_on_chip():
     x = 32 * 64 * 8 * 8 * 4
     assert t["floor_bytes"] == 2 * x + 2 * 64 * 4 + 2 * 32 * 32 * 4
     assert t["read_bytes"] + t["write_bytes"] == t["floor_bytes"] and t["ratio"] == 1.0
+
+
+def test_onchip_backward_adds_the_terms_of_several_samples():
+    # Small groups, several per CTA: a CTA holds the same groups of nb samples (nb divides the
+    # groups per CTA, at most N) and adds their dweight/dbias terms, so gn_bwd_params reads
+    # ceil(N / nb) rows of terms instead of N.
+    # (3 samples of 512 groups: 4 groups per CTA, nb = 2 of them, 2 groups each)
+    for shape, G, dt, want in (((256, 2048, 1, 1), 32, torch.float32, 8), ((256, 2048, 1, 1), 32, torch.bfloat16, 8),
+                               ((3, 8192, 1, 1), 512, torch.float32, 2)):
+        b = groupnorm_cuda.cuda_launch_plan(shape, G, dtype=dt)["backward"][0]
+        assert b["kernel"] == "gn_bwd_onchip", b
+        nb, gpb, N = b["samples_per_block"], b["groups_per_block"], shape[0]
+        assert nb == want and gpb % nb == 0 and nb <= N, b
+        assert b["grid"][0] == -(-N // nb) * -(-G // (gpb // nb)), b
+    # the bytes of the terms: with a row per sample spatial size 1 cost 2.3x / 3.6x the floor
+    f32 = groupnorm_cuda.cuda_launch_plan((256, 2048, 1, 1), 32, dtype=torch.float32)["traffic"]["backward"]["ratio"]
+    bf16 = groupnorm_cuda.cuda_launch_plan((256, 2048, 1, 1), 32, dtype=torch.bfloat16)["traffic"]["backward"]["ratio"]
+    assert f32 < 1.2 and bf16 < 1.35, (f32, bf16)

@@ -40,7 +40,9 @@
 //   backward OnChip: gn_bwd_onchip + gn_bwd_params. A group's x and dy parked in shared
 //                    memory between the reductions and dx: reads x and dy once, writes dx
 //                    (3 accesses, SiLU included). Chosen on the same terms as the forward's
-//                    on-chip schedule when x and dy of a group fit together.
+//                    on-chip schedule when x and dy of a group fit together. A CTA of several
+//                    groups holds the same groups of `samples_per_block` samples and adds
+//                    their dweight/dbias terms: one row of terms per CTA of samples.
 //   backward Cluster: gn_bwd_cluster + gn_bwd_params (sm_90), on the forward's cluster terms with
 //                    x and dy of a chunk per CTA: reads x and dy once, writes dx; the SiLU
 //                    statistics and the group sums go through distributed shared memory, the

@@ -231,6 +231,25 @@ static std::vector<Case> make_cases() {
     add("f32_bundle16_silu_nhwc", DT::F32, false, 1, 40, 64, 4, true, true, true, true, b16, Q | T_ASAN, eb16);
     v.back().max_cluster = 16;
   }
+  // On-chip backward with nb samples per CTA adding their dweight/dbias terms (one row of terms
+  // per CTA of samples): N not a multiple of nb (a CTA with one sample), G not a multiple of
+  // the groups per sample (idle slots), spatial size 1, SiLU, both masks, 16-bit with W = fp32.
+  {
+    P::Overrides on4 = ov_onchip(32, 4);
+    P::Overrides on4s2 = on4; on4s2.samples_per_block = 2;
+    P::Overrides on4s1 = on4; on4s1.samples_per_block = 1;
+    auto ens = [](int64_t nb) { Expect e; e.bwd_sched = 0; e.samples = nb; return e; };
+    add("f32_onchip_nb4_hw1_nchw", DT::F32, false, 5, 16, 1, 4, false, false, true, true, on4, Q | T_TSAN | T_ASAN,
+        ens(4));
+    add("f32_onchip_nb2_g3_silu_nhwc", DT::F32, false, 4, 12, 4, 3, true, true, true, true, on4s2, Q | T_TSAN,
+        ens(2));
+    add("f32_onchip_nb4_params_only_nchw", DT::F32, false, 6, 16, 2, 4, false, true, true, true, on4, T_ASAN, ens(4),
+        PARAMS_ONLY);
+    add("f32_onchip_nb4_dx_only_nhwc", DT::F32, false, 6, 16, 2, 4, true, false, true, false, on4, 0, ens(4), DX_ONLY);
+    add("f32_onchip_nb1_hw1_nchw", DT::F32, false, 5, 16, 1, 4, false, false, true, true, on4s1, 0, ens(1));
+    add("bf16wf32_onchip_nb4_silu_nchw", DT::BF16, true, 5, 32, 8, 4, false, true, true, true, on4, T_ASAN, ens(4));
+    add("f16_onchip_nb2_nhwc", DT::F16, false, 3, 64, 3, 4, true, false, true, true, on4s2, 0, ens(2));
+  }
   add("f32_big_auto_split_nchw", DT::F32, false, 2, 32, 256, 2, false, true, true, true, AUTO, 0,
       [] { Expect e; e.fwd_sched = 1; e.splits_gt1 = true; return e; }());
   v.back().max_cluster = 1;  // a device without clusters (sm_80): the split schedule

@@ -123,6 +123,7 @@ struct Expect {  // what the plan must look like (else the case FAILS: coverage 
   bool pieces_gt1 = false;
   int64_t min_block = 0;  // the forward walk block must be at least this many threads
   int64_t cluster = 0;    // the first launch of both directions: CTAs per cluster (0 any)
+  int64_t samples = 0;    // on-chip backward: samples per CTA whose dweight/dbias terms it adds (0 any)
 };
 
 struct Case {
@@ -191,6 +192,9 @@ const void* kernel_of(P::Kernel id, int64_t vec) {
   constexpr int VF = static_cast<int>(16 / sizeof(T));
   return vec == 1 ? kernel_of_v<T, W, 1>(id) : kernel_of_v<T, W, VF>(id);
 }
+
+// max that keeps a NaN (std::max(a, NaN) returns a: a NaN output would vanish from the error).
+static LD nanmax(LD a, LD b) { return (std::isnan(a) || b > a || std::isnan(b)) ? (std::isnan(a) ? a : b) : a; }
 
 template <typename T, typename W>
 static void run_case(const Case& cs) {
@@ -305,8 +309,8 @@ static void run_case(const Case& cs) {
       const LD var = ss / M;
       const LD rs = 1.0L / std::sqrt(var + 1e-5L);
       const int64_t ng = n * G + g;
-      emean = std::max(emean, std::fabs((LD)from_t(mean.p[ng]) - mu) / (std::fabs(mu) + std::sqrt(var + 1e-5L)));
-      erstd = std::max(erstd, std::fabs((LD)from_t(rstd.p[ng]) / rs - 1));
+      emean = nanmax(emean, std::fabs((LD)from_t(mean.p[ng]) - mu) / (std::fabs(mu) + std::sqrt(var + 1e-5L)));
+      erstd = nanmax(erstd, std::fabs((LD)from_t(rstd.p[ng]) / rs - 1));
       LD Ag = 0, Bg = 0;
       std::vector<LD> dprime(static_cast<size_t>(M));
       for (int pass = 0; pass < 2; ++pass)
@@ -322,23 +326,23 @@ static void run_case(const Case& cs) {
               d = d * sg * (1 + z * (1 - sg));
             }
             if (pass == 0) {
-              ey = std::max(ey, std::fabs((LD)from_t(y.p[i]) - yr));
-              sy = std::max(sy, std::fabs(yr));
+              ey = nanmax(ey, std::fabs((LD)from_t(y.p[i]) - yr));
+              sy = nanmax(sy, std::fabs(yr));
               dbr[c] += d;
               dwr[c] += d * xh;
               Ag += d * wd[c] * xh;
               Bg += d * wd[c];
             } else if (want_dx) {
               const LD dxr = rs * (d * wd[c] - (Bg + xh * Ag) / M);
-              ex = std::max(ex, std::fabs((LD)from_t(dx.p[i]) - dxr));
-              sx = std::max(sx, std::fabs(dxr));
+              ex = nanmax(ex, std::fabs((LD)from_t(dx.p[i]) - dxr));
+              sx = nanmax(sx, std::fabs(dxr));
             }
           }
     }
   LD ew = 0, sw = 0, eb = 0, sb = 0;
   for (int64_t c = 0; c < C; ++c) {
-    if (want_dw) { ew = std::max(ew, std::fabs((LD)from_t(dw.p[c]) - dwr[c])); sw = std::max(sw, std::fabs(dwr[c])); }
-    if (want_db) { eb = std::max(eb, std::fabs((LD)from_t(db.p[c]) - dbr[c])); sb = std::max(sb, std::fabs(dbr[c])); }
+    if (want_dw) { ew = nanmax(ew, std::fabs((LD)from_t(dw.p[c]) - dwr[c])); sw = nanmax(sw, std::fabs(dwr[c])); }
+    if (want_db) { eb = nanmax(eb, std::fabs((LD)from_t(db.p[c]) - dbr[c])); sb = nanmax(sb, std::fabs(dbr[c])); }
   }
   auto rel = [](LD e, LD s) { return static_cast<double>(e / (s > 0 ? s : 1)); };
   const double ry = rel(ey, sy), rx = want_dx ? rel(ex, sx) : 0, rw = want_dw ? rel(ew, sw) : 0,
@@ -369,6 +373,7 @@ static void run_case(const Case& cs) {
                     bp.launches[0].cluster != e.cluster))
     why += " plan:cluster";
   if (e.splits_gt1 && bun && fp.bundle.cluster <= 1) why += " plan:bundle-cluster";
+  if (e.samples && (bp.schedule != P::Schedule::OnChip || bp.samples_per_block != e.samples)) why += " plan:samples";
 
   Fnv h;
   h.add(y.p, numel * sizeof(T));
@@ -385,14 +390,14 @@ static void run_case(const Case& cs) {
   if (!ok) ++g_failures;
   std::printf(
       "CASE %-34s fwd[%s vec=%lld splits=%lld tpg=%lld gpb=%lld grid=%lld block=%lld] "
-      "bwd[%s %s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld] kernels=%s "
+      "bwd[%s %s vec=%lld pieces=%lld sums_grid=%lld sums_block=%lld dx_splits=%lld dx_grid=%lld nb=%lld] kernels=%s "
       "err[y=%.2e mean=%.2e rstd=%.2e dx=%.2e dw=%.2e db=%.2e] tol=%.1e hash=%016llx ms=%.0f %s%s\n",
       cs.name.c_str(), sched_name(fp.schedule), (long long)fp.vec,
       (long long)(rows ? fp.rows.pieces : bun ? fp.bundle.cluster : fp.walk.splits), (long long)fp.walk.tpg,
       (long long)fp.walk.gpb, (long long)(rows ? fp.rows.grid : bun ? fp.bundle.grid : fp.walk.grid),
       (long long)(rows ? fp.rows.block : bun ? fp.bundle.block : fp.walk.block()),
       sched_name(bp.schedule), cs.cl ? "nhwc" : "nchw", (long long)bp.vec, (long long)bp.sums.pieces, (long long)bp.sums.grid,
-      (long long)bp.sums.block, (long long)bp.walk.splits, (long long)bp.walk.grid, ks.c_str(), ry,
+      (long long)bp.sums.block, (long long)bp.walk.splits, (long long)bp.walk.grid, (long long)bp.samples_per_block, ks.c_str(), ry,
       (double)emean, (double)erstd, rx, rw, rb, tT, (unsigned long long)h.h, ms, ok ? "PASS" : "FAIL", why.c_str());
   std::fflush(stdout);
 }

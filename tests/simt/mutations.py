@@ -208,6 +208,19 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect_rc=87,
         located=False,  # a host-side launch setting
     ),
+    # (n) gn_bwd_onchip with several samples per CTA adds the terms of samples past N (the last
+    # CTA of a batch that nb does not divide): slots that computed nothing.
+    Mutation(
+        name="n_onchip_terms_past_last_sample",
+        file="backward_tiled.cuh",
+        old="for (int ni = 0; ni < nb && nblk * nb + ni < geo.N; ++ni) {",
+        new="for (int ni = 0; ni < nb; ++ni) {  // MUTATION n: also the slots past the last sample",
+        mode="plain",
+        what="gn_bwd_onchip sums the dweight/dbias terms of all nb slots, also those past the last sample",
+        args=("--case-filter", "f32_onchip_nb4_hw1_nchw"),
+        expect=("FAIL", " dw", " db"),
+        stream="stdout",
+    ),
 ]}
 
 

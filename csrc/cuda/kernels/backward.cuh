@@ -8,7 +8,8 @@
 //   gn_bwd_coeffs      one warp per (n, g): r = sum e / M, c2, c3 of
 //                      dx = rho * gamma * dy' + c2 * u + c3, and per (n, c) the dweight/dbias
 //                      terms rho * (bsum - r * a) and a.
-//   gn_bwd_params      one thread per channel: dweight, dbias = sums over n in order.
+//   gn_bwd_params      one thread per channel: dweight, dbias = sums of the dwp_rows rows of
+//                      terms (a row per sample, or per CTA of samples) in order.
 //   gn_bwd_dx          elementwise dx over the walk schedule of the forward.
 //   gn_bwd_silu_r / gn_bwd_sums_rows / gn_bwd_dx_rows
 //                      channels-last rows schedule: backward_rows.cuh.
@@ -50,8 +51,12 @@ template <typename T, typename W> struct BwdParams {
   int lanes, rows_par;
   RowsSched rows;  // rows schedule (pieces == rows.pieces)
   BundleSched bundle;  // gn_bwd_bundle
-  // gn_bwd_onchip: `chan_lanes` threads per channel in the per-channel sums.
+  // gn_bwd_onchip: `chan_lanes` threads per channel in the per-channel sums; `onchip_nb`
+  // samples per CTA (the same dx_sched.gpb / onchip_nb groups of each), their dweight/dbias
+  // terms added in the CTA (1: the groups in order, a row of terms per sample).
   int chan_lanes;
+  int onchip_nb;
+  int64_t dwp_rows;  // rows of dweight/dbias terms in dwp (gn_bwd_params adds them)
   bool silu;
 };
 
@@ -305,7 +310,7 @@ __global__ void gn_bwd_params(BwdParams<T, W> p) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.geo.C) return;
   A dw = A(0), db = A(0);
-  for (int64_t n = 0; n < p.geo.N; ++n) {
+  for (int64_t n = 0; n < p.dwp_rows; ++n) {
     dw += p.dwp[2 * (n * p.geo.C + c)];
     db += p.dwp[2 * (n * p.geo.C + c) + 1];
   }

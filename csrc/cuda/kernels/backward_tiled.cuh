@@ -153,14 +153,38 @@ __device__ inline void tile_channel_sums(const BwdParams<T, W>& p, int64_t g, in
 }
 
 
-// Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D].
+// The group of this thread's slot in gn_bwd_onchip: slot_of's (groups in order) when one
+// sample per CTA, else slot = ni * gb + gi holds group gblk * gb + gi of sample nblk * nb + ni
+// (gb = gpb / nb groups of nb samples; CTA b = nblk * ceil(G / gb) + gblk).
+__device__ inline GroupSlot onchip_slot(const WalkSched& s, const Geometry& geo, int nb, int64_t& nblk,
+                                        int64_t& gblk) {
+  GroupSlot r = slot_of(s, geo);
+  nblk = gblk = 0;
+  if (nb <= 1) return r;
+  const int gb = s.gpb / nb;
+  const int64_t GB = (geo.G + gb - 1) / gb;
+  const int slot = static_cast<int>(threadIdx.x) / s.tpg;
+  nblk = static_cast<int64_t>(blockIdx.x) / GB;
+  gblk = static_cast<int64_t>(blockIdx.x) - nblk * GB;
+  const int64_t n = nblk * nb + slot / gb, g = gblk * gb + slot % gb;
+  r.active = n < geo.N && g < geo.G;
+  r.ng = n * geo.G + g;
+  r.e_begin = 0;
+  r.e_end = r.active ? (s.chunk < geo.Mv ? s.chunk : geo.Mv) : 0;
+  return r;
+}
+
+// Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D]. With nb > 1
+// samples per CTA the per-channel terms of its gpb groups follow the tiles ([gpb][D][2]).
 template <typename T, typename W, int V>
 __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   using A = acc_t<T>;
   __shared__ A red[3][32];
   const Geometry& geo = p.geo;
   const int tpg = p.dx_sched.tpg;
-  const GroupSlot gs = slot_of(p.dx_sched, geo);
+  const int nb = p.onchip_nb;
+  int64_t nblk, gblk;
+  const GroupSlot gs = onchip_slot(p.dx_sched, geo, nb, nblk, gblk);
   const int slot = static_cast<int>(threadIdx.x) / tpg;
   Vec<T, V>* xt = gn_dynamic_smem<Vec<T, V>>() + static_cast<int64_t>(slot) * 2 * geo.Mv;
   Vec<T, V>* dt = xt + geo.Mv;
@@ -187,12 +211,36 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   const A c2 = -rho * rho * Acoef * invM;
   const A c3 = rho * (rm * rho * Acoef - sga) * invM;
 
-  // 3. per-channel dweight / dbias terms of the whole group
-  if (p.dwp) {
+  // 3. per-channel dweight / dbias terms of the whole group: row n, or (nb samples per CTA)
+  //    added over the CTA's samples in order into row nblk
+  if (p.dwp && nb <= 1) {
     __syncthreads();  // the tiles of the whole group
     tile_channel_sums<T, W, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
       write_channel_terms(p.dwp, geo.C, n, g * geo.D + cc, sa, sb, rho, rm);
     });
+  } else if (p.dwp) {
+    const int gpb = p.dx_sched.gpb, gb = gpb / nb;
+    const size_t tiles = static_cast<size_t>(gpb) * 2 * static_cast<size_t>(geo.Mv) * sizeof(Vec<T, V>);
+    A* terms = reinterpret_cast<A*>(gn_dynamic_smem<unsigned char>() + (tiles + 15) / 16 * 16);
+    __syncthreads();  // the tiles of the whole group
+    tile_channel_sums<T, W, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
+      terms[2 * (slot * geo.D + cc)] = rho * (sb - rm * sa);
+      terms[2 * (slot * geo.D + cc) + 1] = sa;
+    });
+    __syncthreads();  // every slot's terms
+    for (int64_t k = threadIdx.x; k < static_cast<int64_t>(gb) * geo.D; k += blockDim.x) {
+      const int gi = static_cast<int>(k / geo.D);
+      const int64_t cc = k - static_cast<int64_t>(gi) * geo.D, gg = gblk * gb + gi;
+      if (gg >= geo.G) continue;
+      A t1 = A(0), t2 = A(0);
+      for (int ni = 0; ni < nb && nblk * nb + ni < geo.N; ++ni) {
+        const A* q = terms + 2 * ((ni * gb + gi) * geo.D + cc);
+        t1 += q[0];
+        t2 += q[1];
+      }
+      p.dwp[2 * (nblk * geo.C + gg * geo.D + cc)] = t1;
+      p.dwp[2 * (nblk * geo.C + gg * geo.D + cc) + 1] = t2;
+    }
   }
 
   // 4. dx of this thread's own vectors

@@ -304,6 +304,8 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
   p.lanes = static_cast<int>(pl.sums.lanes);
   p.rows_par = static_cast<int>(pl.sums.rows_par);
   p.chan_lanes = static_cast<int>(pl.chan_lanes);
+  p.onchip_nb = static_cast<int>(pl.samples_per_block);
+  p.dwp_rows = pl.dwp_rows;
   p.rbuf = reinterpret_cast<A*>(ws + pl.ws_r);
   p.rows.pieces = pl.rows.pieces;
   p.rows.piece_len = pl.rows.piece_len;

@@ -20,20 +20,40 @@ inline int64_t chan_lanes(int64_t tpg, int64_t D) {
   return l;
 }
 
-// OnChip: gn_bwd_onchip (+ gn_bwd_params), x and dy tiles of `on.gpb` groups in shared memory.
+// Samples per CTA of gn_bwd_onchip (a divisor of gpb, at most N): the largest, unless
+// overridden, so that the CTA adds the dweight/dbias terms of that many samples and
+// gn_bwd_params reads ceil(N / nb) rows of them instead of N. What it saves is 2 * (N - N / nb)
+// * C terms written and read: where HxW is small they outweigh the tensors (spatial size 1:
+// 2.3x the floor in fp32 with a row per sample).
+inline int64_t onchip_samples(const DeviceProblem& p, const Overrides& ov, int64_t gpb) {
+  int64_t nb = 1;
+  const int64_t want = ov.samples_per_block > 0 ? ov.samples_per_block : gpb;
+  for (int64_t d = 1; d <= gpb; ++d)
+    if (gpb % d == 0 && d <= p.N && d <= want) nb = d;
+  return nb;
+}
+
+// OnChip: gn_bwd_onchip (+ gn_bwd_params), x and dy tiles of `on.gpb` groups in shared memory
+// (and, with nb > 1 samples per CTA, their per-channel terms: gpb x D x 2).
 inline void plan_backward_onchip(BackwardPlan& b, const WalkPlan& on, int64_t slot2, int64_t split_max) {
   const DeviceProblem& p = b.prob;
   const int64_t acc = acc_size(p.dtype);
+  int64_t nb = onchip_samples(p, b.ov, on.gpb);
+  if (nb > 1 && on.gpb * slot2 + on.gpb * p.D() * 2 * acc > onchip_smem_limit(p)) nb = 1;
   b.schedule = Schedule::OnChip;
   b.walk = on;
-  b.smem_bytes = on.gpb * slot2;
+  b.samples_per_block = nb;
+  b.dwp_rows = ceil_div(p.N, nb);
+  b.smem_bytes = on.gpb * slot2 + (nb > 1 ? on.gpb * p.D() * 2 * acc : 0);
+  if (nb > 1) b.walk.grid = ceil_div(p.N, nb) * ceil_div(p.G, on.gpb / nb);
   b.chan_lanes = chan_lanes(on.tpg, p.D());
   b.ws_dwp = 0;
   b.workspace_bytes = round_up(p.N * p.C * 2 * acc, 256);
   Launch l = make_launch(Kernel::BwdOnChip, b.smem_bytes, 3 * 32 * acc);  // + static reduction buffer
-  walk_params(l, on, b.vec);
+  walk_params(l, b.walk, b.vec);
   for (auto& kv : l.params)  // as in the forward: what the split alternative could reach
     if (kv.first == "max_splits") kv.second = split_max;
+  l.params.push_back({"samples_per_block", nb});
   l.params.push_back({"chan_lanes", b.chan_lanes});
   l.params.push_back({"schedule", static_cast<int64_t>(Schedule::OnChip)});
   b.launches.push_back(l);
@@ -186,6 +206,7 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   b.ov = ov;
   b.vec = pick_vec(p, ov);
   b.silu = p.act == Activation::SiLU;
+  b.dwp_rows = p.N;
   const int64_t NG = p.N * p.G, D = p.D(), V = b.vec;
   if (NG == 0 || D * p.HxW == 0) return b;
   b.params_block = 256;

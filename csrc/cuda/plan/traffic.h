@@ -86,7 +86,7 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   Traffic t;
   const int64_t pgrads = s.params;  // dweight + dbias
   t.floor = 3 * s.X + s.stats + s.params + pgrads;
-  const int64_t dwp = s.N * s.C * 2 * s.acc;  // per-(n, c) dweight/dbias terms
+  const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;  // dweight/dbias terms: a row per sample (or per nb samples)
   const int64_t sums = s.N * s.C * b.sums.pieces * 3 * s.acc;
   const int64_t coef = s.NG * 2 * s.acc;
   const int64_t silu_ws = b.silu ? s.NG * b.walk.splits * 3 * s.acc : 0;

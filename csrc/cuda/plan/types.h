@@ -103,6 +103,8 @@ struct Overrides {
   int64_t groups_per_block = 0;   // walk kernels when splits == 1 (and the on-chip forward)
   int64_t vec = 0;              // 1 = force scalar loads (else 16-byte vectors when legal)
   int64_t pieces = 0;           // backward sums: pieces of the reduced dimension
+  int64_t samples_per_block = 0;  // on-chip backward: samples per CTA whose dweight/dbias terms the CTA adds
+                                  // (0 auto, 1: one row of terms per sample)
 };
 
 // Work distribution of the element-walking kernels (mirrors kernels::WalkSched).
@@ -163,6 +165,11 @@ struct BackwardPlan {
   WalkPlan walk;  // OnChip: gn_bwd_onchip; Cluster: gn_bwd_cluster; Split: gn_bwd_dx and the SiLU pre-pass gn_fwd_stats
   int64_t smem_bytes = 0;   // gn_bwd_onchip dynamic shared memory (x and dy tiles)
   int64_t chan_lanes = 1;   // gn_bwd_onchip / gn_bwd_cluster: threads per channel in the per-channel sums
+  // gn_bwd_onchip: a CTA's gpb groups are the same gpb / nb groups of nb consecutive samples,
+  // whose dweight/dbias terms it adds up: one row of terms per nb samples (1: the groups in
+  // order, a row per sample).
+  int64_t samples_per_block = 1;
+  int64_t dwp_rows = 0;     // rows of per-channel dweight/dbias terms that gn_bwd_params adds
   SumsPlan sums;            // Split only
   RowsPlan rows;            // Rows only (sums pieces = rows.pieces)
   BundlePlan bundle;        // Bundle only
