@@ -62,24 +62,32 @@ inline T* gn_cluster_map(T* p, unsigned rank) {
 #include <tuple>
 #include <utility>
 #include <vector>
-// Raises the kernel's dynamic shared memory limit on the current device to at least `bytes`
-// (once per kernel, device and size: the attribute is a driver call).
+// Sets a function attribute of the kernel on the current device to at least `value`, once per
+// kernel, device, attribute and value (the attribute is a driver call). `name`: for the error.
 template <typename K>
-inline void gn_allow_dynamic_smem(K kernel, size_t bytes) {
-  if (bytes <= kGnDefaultDynamicSmem) return;
+inline void gn_raise_func_attribute(K kernel, cudaFuncAttribute attr, int value, const char* name) {
   static std::mutex mu;
-  static std::vector<std::tuple<const void*, int, size_t>> granted;  // kernel, device, bytes
+  static std::vector<std::tuple<const void*, int, int, int>> granted;  // kernel, device, attribute, value
   int device = 0;
   cudaGetDevice(&device);
   const void* key = reinterpret_cast<const void*>(kernel);
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& g : granted)
-    if (std::get<0>(g) == key && std::get<1>(g) == device && std::get<2>(g) >= bytes) return;
-  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (std::get<0>(g) == key && std::get<1>(g) == device && std::get<2>(g) == static_cast<int>(attr) &&
+        std::get<3>(g) >= value)
+      return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, attr, value);
   if (err != cudaSuccess)
-    throw std::runtime_error(std::string("groupnorm_cuda: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, ") +
-                             std::to_string(bytes) + "): " + cudaGetErrorString(err));
-  granted.emplace_back(key, device, bytes);
+    throw std::runtime_error(std::string("groupnorm_cuda: cudaFuncSetAttribute(") + name + ", " +
+                             std::to_string(value) + "): " + cudaGetErrorString(err));
+  granted.emplace_back(key, device, static_cast<int>(attr), value);
+}
+// Raises the kernel's dynamic shared memory limit on the current device to at least `bytes`.
+template <typename K>
+inline void gn_allow_dynamic_smem(K kernel, size_t bytes) {
+  if (bytes <= kGnDefaultDynamicSmem) return;
+  gn_raise_func_attribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes),
+                          "MaxDynamicSharedMemorySize");
 }
 #define GN_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)  \
   do {                                                           \
@@ -97,19 +105,7 @@ __device__ __forceinline__ T* gn_dynamic_smem() {
 template <typename K>
 inline void gn_allow_cluster(K kernel, unsigned cluster_x) {
   if (!gn_cluster_nonportable(cluster_x)) return;
-  static std::mutex mu;
-  static std::vector<std::pair<const void*, int>> granted;  // kernel, device
-  int device = 0;
-  cudaGetDevice(&device);
-  const void* key = reinterpret_cast<const void*>(kernel);
-  std::lock_guard<std::mutex> lock(mu);
-  for (const auto& g : granted)
-    if (g.first == key && g.second == device) return;
-  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("groupnorm_cuda: cudaFuncSetAttribute(NonPortableClusterSizeAllowed): ") +
-                             cudaGetErrorString(err));
-  granted.emplace_back(key, device);
+  gn_raise_func_attribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1, "NonPortableClusterSizeAllowed");
 }
 // The launch configuration of a cluster launch (attr: storage for its one attribute).
 inline cudaLaunchConfig_t gn_cluster_config(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
