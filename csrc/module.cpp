@@ -63,6 +63,13 @@ py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std
   t["forward"] = traffic(plans.forward_traffic);
   t["backward"] = traffic(plans.backward_traffic);
   d["traffic"] = t;
+  const plan::DescribedSplit split = plan::describe_split(p);
+  py::dict sp;
+  sp["stats"] = launches_to_py(split.stats);
+  sp["apply"] = launches_to_py(split.apply);
+  sp["backward_sums"] = launches_to_py(split.backward_sums);
+  sp["backward_dx"] = launches_to_py(split.backward_dx);
+  d["split_ops"] = sp;
   return d;
 }
 

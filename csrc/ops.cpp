@@ -99,8 +99,7 @@ at::Tensor stats_meta(const at::Tensor& input, int64_t num_groups) {
 Outputs apply_meta(const at::Tensor& input, const at::Tensor& moments, const std::optional<at::Tensor>& weight,
                    const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
                    c10::string_view activation) {
-  check_forward_inputs(input, opt_ptr(weight), opt_ptr(bias), num_groups, /*allow_empty_spatial=*/true);
-  check_moments(moments, input, num_groups, "apply");
+  check_apply_inputs(input, moments, opt_ptr(weight), opt_ptr(bias), num_groups);
   (void)parse_activation(activation);
   return allocate_forward_outputs(input, pick_layout(input), num_groups);
 }
@@ -108,8 +107,7 @@ Outputs apply_meta(const at::Tensor& input, const at::Tensor& moments, const std
 Outputs backward_sums_meta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
                            const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
                            const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
-  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
-  check_stats(residual, "residual", input, num_groups);
+  check_backward_sums_inputs(grad_out, input, mean, rstd, residual, opt_ptr(weight), opt_ptr(bias), num_groups);
   (void)parse_activation(activation);
   return allocate_backward_sums(input, num_groups, opt_ptr(weight), opt_ptr(bias));
 }
@@ -118,10 +116,7 @@ at::Tensor backward_dx_meta(const at::Tensor& grad_out, const at::Tensor& input,
                             const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
                             const std::optional<at::Tensor>& bias, const at::Tensor& group_sums, int64_t count,
                             int64_t num_groups, c10::string_view activation) {
-  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
-  check_stats(residual, "residual", input, num_groups);
-  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
-  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  check_backward_dx_inputs(grad_out, input, mean, rstd, residual, opt_ptr(weight), opt_ptr(bias), group_sums, count, num_groups);
   (void)parse_activation(activation);
   return empty_in_layout(input, pick_layout(input), input.scalar_type());
 }

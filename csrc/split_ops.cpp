@@ -71,8 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> apply_reference(const at::Tensor&
                                                                const std::optional<at::Tensor>& bias,
                                                                int64_t num_groups, double eps,
                                                                c10::string_view activation) {
-  check_forward_inputs(input, opt_ptr(weight), opt_ptr(bias), num_groups, /*allow_empty_spatial=*/true);
-  check_moments(moments, input, num_groups, "apply");
+  check_apply_inputs(input, moments, opt_ptr(weight), opt_ptr(bias), num_groups);
   const Activation act = parse_activation(activation);
   auto [y, mean, rstd] = allocate_forward_outputs(input, pick_layout(input), num_groups);
   const at::Tensor count = field(moments, 0), shift = field(moments, 1), m = field(moments, 2);
@@ -124,8 +123,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_sums_reference(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& residual, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     int64_t num_groups, c10::string_view activation) {
-  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
-  check_stats(residual, "residual", input, num_groups);
+  check_backward_sums_inputs(grad_out, input, mean, rstd, residual, opt_ptr(weight), opt_ptr(bias), num_groups);
   auto [sums, dwp, dbp] = allocate_backward_sums(input, num_groups, opt_ptr(weight), opt_ptr(bias));
   const int64_t N = input.size(0), C = input.size(1);
   const BackwardTerms bt =
@@ -145,10 +143,7 @@ at::Tensor backward_dx_reference(const at::Tensor& grad_out, const at::Tensor& i
                                  const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                                  const at::Tensor& group_sums, int64_t count, int64_t num_groups,
                                  c10::string_view activation) {
-  check_backward_inputs(grad_out, input, mean, rstd, opt_ptr(weight), opt_ptr(bias), num_groups, true);
-  check_stats(residual, "residual", input, num_groups);
-  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
-  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  check_backward_dx_inputs(grad_out, input, mean, rstd, residual, opt_ptr(weight), opt_ptr(bias), group_sums, count, num_groups);
   at::Tensor dx = empty_in_layout(input, pick_layout(input), input.scalar_type());
   if (input.numel() == 0) return dx;
   const int64_t D = input.size(1) / num_groups;

@@ -41,7 +41,9 @@ def cuda_launch_plan(
     place one with the launch's shared memory and plans with 8 where it cannot (pass 8 to see
     that plan).
 
-    Returns {"forward": [...], "backward": [...], "traffic": {...}}; each launch is a dict with
+    Returns {"forward": [...], "backward": [...], "traffic": {...}, "split_ops": {...}}
+    ("split_ops": the launches of the split ops ``stats``, ``apply``, ``backward_sums`` and
+    ``backward_dx`` for a shard of this shape, groupnorm_cuda.distributed); each launch is a dict with
     at least "kernel", "grid" (3 ints), "block" (3 ints), "shared_mem_bytes" (per CTA in all),
     "dynamic_shared_mem_bytes" (what the launch requests), "cluster" (3 ints: CTAs per
     thread-block cluster), and the modeled

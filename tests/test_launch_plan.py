@@ -19,7 +19,8 @@ FORWARD_MAIN = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_fwd_stat
                 "gn_fwd_apply_rows"}
 BACKWARD_MAIN = {"gn_bwd_cluster", "gn_bwd_bundle", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc", "gn_bwd_dx", "gn_bwd_onchip", "gn_bwd_sums_rows",
                  "gn_bwd_dx_rows"}
-ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params", "gn_fwd_finalize", "gn_bwd_silu_r"}
+ALL_KERNELS = FORWARD_MAIN | BACKWARD_MAIN | {"gn_bwd_coeffs", "gn_bwd_params", "gn_fwd_finalize", "gn_bwd_silu_r",
+                                               "gn_split_moments", "gn_split_given"}
 ROWS = ["gn_fwd_stats_rows", "gn_fwd_finalize", "gn_fwd_apply_rows"]
 
 
@@ -89,6 +90,35 @@ CASES = [
     for fmt in _memory_formats(shape)
     for act in (None, "silu")
 ]
+
+
+def _check_split_ops(sp, shape, groups, fmt, not_whole, vec):
+    """The split ops of a shard of this shape (plan/split.h): parts of the Rows schedule (only
+    where channels-last groups are not whole vectors) or of the Split one, whatever the fused op
+    chose; no SiLU pre-pass (the residual is given); every launch within the limits, the main
+    kernels occupying the GPU as the fused split schedule does."""
+    names = {k: [l["kernel"] for l in v] for k, v in sp.items()}
+    rows = names["stats"][0] == "gn_fwd_stats_rows"
+    nchw = fmt == torch.contiguous_format or math.prod(shape[2:]) == 1  # the op's layout rule
+    sums = "gn_bwd_sums_rows" if rows else "gn_bwd_sums_nchw" if nchw else "gn_bwd_sums_nhwc"
+    sfx = "_rows" if rows else ""
+    assert names == {"stats": ["gn_fwd_stats" + sfx, "gn_split_moments"],
+                     "apply": ["gn_split_given", "gn_fwd_apply" + sfx],
+                     "backward_sums": [sums, "gn_bwd_coeffs", "gn_bwd_params"],
+                     "backward_dx": ["gn_bwd_coeffs", "gn_bwd_dx" + sfx]}, names
+    assert not rows or not_whole
+    n, c = shape[0], shape[1]
+    for part in sp.values():
+        for l in part:
+            _check_limits(l)
+            if l["kernel"] in FORWARD_MAIN | BACKWARD_MAIN:
+                _check_occupancy(l)
+    moments = sp["stats"][1]
+    assert moments["parts"] == sp["stats"][0]["pieces" if rows else "splits"]
+    assert _ctas(moments) * (moments["block"][0] // 32) >= n * groups  # a warp per group
+    assert _ctas(sp["apply"][0]) * sp["apply"][0]["block"][0] >= n * groups  # a thread per group
+    if rows:
+        assert all(l["vec"] == vec for part in sp.values() for l in part if "vec" in l)
 
 
 @pytest.mark.parametrize("shape,groups,dtype,fmt,act", CASES,
@@ -162,6 +192,7 @@ def test_plan(shape, groups, dtype, fmt, act):
         assert f["dynamic_shared_mem_bytes"] >= tiles * f["chunk_rows"] * f["bundle_cols"] * 16
     if not_whole and names_f not in (ROWS, ["gn_fwd_bundle"]):
         assert names_f == ["gn_fwd_onchip"], names_f  # vectors across 3+ groups: per group (and scalar)
+    _check_split_ops(plans["split_ops"], shape, groups, fmt, not_whole, vec)
     if bwd[0]["kernel"] == "gn_bwd_onchip":
         b = bwd[0]
         assert b["splits"] == 1 and b["block"][0] == b["threads_per_group"] * b["groups_per_block"]

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.library import opcheck
 
 import groupnorm_cuda
+from conftest import HAS_CUDA
 from groupnorm_cuda.distributed import (ShardedGroupNorm, _sharded_forward, group_norm_chunks, shard_groupnorm,
                                         sharded_group_norm)
 from groupnorm_cuda.reference import reference, rel_err
@@ -185,6 +186,74 @@ def test_split_ops_opcheck_and_errors():
         ops.merge_moments(m)
     with pytest.raises(ValueError, match="at least one chunk"):
         group_norm_chunks([], 4, w, b)
+
+
+def test_every_backend_registers_the_split_ops():
+    """The CPU backend, and a CUDA build's CUDA backend, have kernels of their own for every
+    split op; the float64 reference (csrc/split_ops.cpp) is only the fallback of other devices."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    keys = ["CPU"] + (["CUDA"] if groupnorm_cuda.built_with_cuda else [])
+    for op in ("forward", "backward", "stats", "apply", "backward_sums", "backward_dx"):
+        for key in keys:
+            assert has(f"groupnorm_cuda::{op}", key), (op, key)
+    assert has("groupnorm_cuda::stats", "CompositeExplicitAutograd")
+
+
+# the split ops' CUDA kernels (skipped without a GPU): shards with an empty one, the rows
+# schedule (320 channels in 32 groups, channels-last), mean 1e4, against the CPU kernels, the
+# whole tensor on the GPU and the float64 reference
+CUDA_CASES = [
+    ((2, 64, 12, 10), 8, "contiguous", 2, [5, 0, 7]),
+    ((2, 64, 12, 10), 8, "channels_last", 3, [3, 7]),
+    ((2, 320, 9, 8), 32, "channels_last", 2, [2, 0, 7]),
+    ((2, 16, 11), 4, "nlc", 2, [5, 6]),
+]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("shape, G, layout, dim, sizes", CUDA_CASES)
+def test_cuda_split_ops(shape, G, layout, dim, sizes, act):
+    x, w, b = _data(shape, 9, 1e4)
+    x = _layout(x, layout)
+    dy = _layout(_grad_out(shape, 10), layout)
+    xc, wc, bc, dyc = (t.cuda() for t in (x, w, b, dy))
+    for part in _shards(xc, dim, sizes):  # moments: count and shift exact, the rest as the CPU's
+        got, want = ops.stats(part, G).cpu(), ops.stats(part.cpu(), G)
+        assert torch.equal(got[..., :2], want[..., :2])
+        torch.testing.assert_close(got[..., 2:], want[..., 2:], rtol=1e-5, atol=1e-5)
+    chunks = [c.detach().clone().requires_grad_() for c in _shards(xc, dim, sizes)]
+    wg, bg = wc.clone().requires_grad_(), bc.clone().requires_grad_()
+    ys = group_norm_chunks(chunks, G, wg, bg, 1e-5, act)
+    assert [y.stride() for y in ys] == [c.stride() for c in chunks]
+    torch.autograd.backward(ys, list(_shards(dyc, dim, sizes)))
+    y_ref, grads_ref = reference(x, G, w, b, 1e-5, act, dy)
+    xr, wr, br = xc.clone().requires_grad_(), wc.clone().requires_grad_(), bc.clone().requires_grad_()
+    y_whole = groupnorm_cuda.group_norm(xr, G, wr, br, 1e-5, activation=act)
+    y_whole.backward(dyc)
+    got = (torch.cat(ys, dim), torch.cat([c.grad for c in chunks], dim), wg.grad, bg.grad)
+    for name, g, whole, want in zip(("y", "dx", "dw", "db"), got, (y_whole, xr.grad, wr.grad, br.grad),
+                                    (y_ref, *grads_ref)):
+        assert rel_err(g.cpu(), want) < 2e-6, name
+        assert rel_err(g, whole) < 2e-6, name
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+def test_cuda_split_ops_opcheck():
+    x, w, b = (t.cuda() for t in _data((2, 8, 5, 3), 4, 0.0))
+    m = ops.stats(x, 4)
+    opcheck(ops.stats.default, (x, 4))
+    opcheck(ops.stats.default, (x[:, :, :0], 4))
+    opcheck(ops.apply.default, (x, m, w, b, 4, 1e-5, "silu"))
+    opcheck(ops.apply.default, (_layout(x, "channels_last"), m, None, None, 4, 1e-5, "none"))
+    opcheck(ops.apply.default, (x[:, :, :0], m, w, b, 4, 1e-5, "none"))  # an empty shard: mean and rstd
+    xb, wb, bb, dy, mean, rstd, residual = (t.cuda() for t in _split_backward_inputs())
+    sums = ops.backward_sums(dy, xb, mean, rstd, residual, wb, bb, 4, "silu")[0]
+    opcheck(ops.backward_sums.default, (dy, xb, mean, rstd, residual, wb, bb, 4, "silu"))
+    opcheck(ops.backward_sums.default, (dy, xb, mean, rstd, residual, None, None, 4, "none"))
+    opcheck(ops.backward_dx.default, (dy, xb, mean, rstd, residual, wb, bb, sums, 70, 4, "silu"))
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        ops.apply(x, m.cpu(), w, b, 4, 1e-5, "none")
 
 
 @pytest.mark.parametrize("act", [None, "silu"])

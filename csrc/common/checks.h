@@ -130,6 +130,28 @@ inline void check_backward_inputs(const at::Tensor& dy, const at::Tensor& x, con
   check_stats(rstd, "rstd", x, num_groups);
 }
 
+// Every check of the split ops' arguments (ops.cpp), shared by their CPU, CUDA, Meta and
+// reference kernels: a shard may have no spatial elements.
+inline void check_apply_inputs(const at::Tensor& x, const at::Tensor& moments, const at::Tensor* w,
+                               const at::Tensor* b, int64_t num_groups) {
+  check_forward_inputs(x, w, b, num_groups, /*allow_empty_spatial=*/true);
+  check_moments(moments, x, num_groups, "apply");
+}
+inline void check_backward_sums_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                       const at::Tensor& rstd, const at::Tensor& residual, const at::Tensor* w,
+                                       const at::Tensor* b, int64_t num_groups) {
+  check_backward_inputs(dy, x, mean, rstd, w, b, num_groups, /*allow_empty_spatial=*/true);
+  check_stats(residual, "residual", x, num_groups);
+}
+inline void check_backward_dx_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                     const at::Tensor& rstd, const at::Tensor& residual, const at::Tensor* w,
+                                     const at::Tensor* b, const at::Tensor& group_sums, int64_t count,
+                                     int64_t num_groups) {
+  check_backward_sums_inputs(dy, x, mean, rstd, residual, w, b, num_groups);
+  check_stats(group_sums, "group_sums", x, num_groups, /*pairs=*/true);
+  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+}
+
 // The Problem of a checked input with real sizes (the kernels' view of it).
 inline Problem make_problem(const at::Tensor& x, int64_t num_groups, c10::string_view activation) {
   Problem p;

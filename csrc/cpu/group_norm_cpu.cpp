@@ -215,8 +215,7 @@ Outputs apply_cpu(const at::Tensor& input, const at::Tensor& moments, const std:
                   c10::string_view activation) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_forward_inputs(input, w, b, num_groups, /*allow_empty_spatial=*/true);
-  check_moments(moments, input, num_groups, "apply");
+  check_apply_inputs(input, moments, w, b, num_groups);
   const Problem prob = make_problem(input, num_groups, activation);
   const ForwardTensors t{to_layout(input, prob.layout), contiguous_or_undefined(w), contiguous_or_undefined(b), eps};
   Outputs out = allocate_forward_outputs(t.x, prob.layout, num_groups);
@@ -265,8 +264,7 @@ Outputs backward_sums_cpu(const at::Tensor& grad_out, const at::Tensor& input, c
                           const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, /*allow_empty_spatial=*/true);
-  check_stats(residual, "residual", input, num_groups);
+  check_backward_sums_inputs(grad_out, input, mean, rstd, residual, w, b, num_groups);
   const Problem prob = make_problem(input, num_groups, activation);
   Outputs out = allocate_backward_sums(input, num_groups, w, b);
   if (prob.N == 0 || prob.HxW == 0) {  // nothing of the groups here: zero sums
@@ -291,10 +289,7 @@ at::Tensor backward_dx_cpu(const at::Tensor& grad_out, const at::Tensor& input, 
                            int64_t num_groups, c10::string_view activation) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, /*allow_empty_spatial=*/true);
-  check_stats(residual, "residual", input, num_groups);
-  check_stats(group_sums, "group_sums", input, num_groups, /*pairs=*/true);
-  TORCH_CHECK(count > 0, "groupnorm_cuda.backward_dx: expected a positive count, got ", count);
+  check_backward_dx_inputs(grad_out, input, mean, rstd, residual, w, b, group_sums, count, num_groups);
   const Problem prob = make_problem(input, num_groups, activation);
   const BackwardTensors t{to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
                           rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b),

@@ -1,8 +1,10 @@
-// ATen glue of the CUDA backend: argument checks and outputs (csrc/common, shared with the CPU
-// and Meta kernels), workspace from the caching allocator, device guard, current stream, dtype
-// dispatch (common/dispatch.h, CUDA element types); the
-// launch sequence itself is kernels::launch_forward / launch_backward of the plan made by
-// plan::plan_forward / plan_backward (csrc/cuda/launch_plan.h). No host synchronization.
+// ATen glue of the CUDA backend, the fused ops and the split ops (mirroring
+// cpu/group_norm_cpu.cpp): argument checks and outputs (csrc/common, shared with the CPU and
+// Meta kernels), workspace from the caching allocator, device guard, current stream, dtype
+// dispatch (common/dispatch.h, CUDA element types); the launch sequence itself is
+// kernels::launch_forward / launch_backward of the plan made by plan::plan_forward /
+// plan_backward, or plan_forward_part / plan_backward_part for the split ops
+// (csrc/cuda/launch_plan.h, plan/split.h). No host synchronization.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -83,6 +85,39 @@ plan::DeviceProblem on_device(const Problem& prob, const at::Tensor& x) {
   return d;
 }
 
+// What a forward-direction call runs: the fused forward, or a split op's part (plan::Part;
+// the CPU backend's ForwardParts): Stats writes moments_out only, Apply reads moments_in.
+struct ForwardParts {
+  plan::Part part = plan::Part::Whole;
+  const at::Tensor* moments_in = nullptr;
+  at::Tensor* moments_out = nullptr;
+};
+
+// x in the kernels' layout, parameters contiguous (undefined when absent); out from
+// allocate_forward_outputs (unused by Stats).
+void run_forward(const Problem& prob, const at::Tensor& x, const at::Tensor& wc, const at::Tensor& bc,
+                 at::ScalarType wt, double eps, Outputs& out, const ForwardParts& parts) {
+  const plan::DeviceProblem dprob = on_device(prob, x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  const bool normalize = parts.part != plan::Part::Stats;
+  dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
+    using T = cuda_t<T0>;
+    using W = cuda_t<W0>;
+    using A = acc_t<T>;
+    kernels::ForwardArgs<T, W> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
+                                 mutable_or_null<T>(std::get<0>(out), normalize),
+                                 mutable_or_null<A>(std::get<1>(out), normalize),
+                                 mutable_or_null<A>(std::get<2>(out), normalize), eps};
+    a.moments_out = parts.moments_out ? parts.moments_out->data_ptr<double>() : nullptr;
+    a.moments_in = parts.moments_in ? parts.moments_in->data_ptr<double>() : nullptr;
+    const plan::ForwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_forward(dprob)
+                                                                 : plan::plan_forward_part(dprob, parts.part);
+    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, p0);
+    at::Tensor ws;
+    kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
+  });
+}
+
 Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                      const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
                      c10::string_view activation) {
@@ -94,62 +129,163 @@ Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& w
   const at::Tensor x = to_layout(input, prob.layout);
   Outputs out = allocate_forward_outputs(x, prob.layout, num_groups);
   if (prob.N == 0) return out;
-  const at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
-  const plan::DeviceProblem dprob = on_device(prob, x);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  dispatch_types(x.scalar_type(), param_dtype(x, w, b), [&]<typename T0, typename W0>() {
-    using T = cuda_t<T0>;
-    using W = cuda_t<W0>;
-    using A = acc_t<T>;
-    const kernels::ForwardArgs<T, W> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
-                                       mutable_or_null<T>(std::get<0>(out), true),
-                                       mutable_or_null<A>(std::get<1>(out), true),
-                                       mutable_or_null<A>(std::get<2>(out), true), eps};
-    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, plan::plan_forward(dprob));
-    at::Tensor ws;
-    kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
-  });
+  run_forward(prob, x, contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), eps, out,
+              ForwardParts{});
   return out;
 }
 
-Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean_in,
-                      const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
+// Split op: the moments of (a shard of) input per (n, group).
+at::Tensor stats_cuda(const at::Tensor& input, int64_t num_groups) {
+  check_forward_inputs(input, nullptr, nullptr, num_groups, /*allow_empty_spatial=*/true);
+  at::Tensor moments = allocate_moments(input, num_groups);
+  const Problem prob = make_problem(input, num_groups, "none");
+  if (prob.N == 0) return moments;
+  if (prob.HxW == 0) return moments.zero_();  // an empty shard: count 0
+  const c10::cuda::CUDAGuard guard(input.device());
+  Outputs none;
+  ForwardParts parts;
+  parts.part = plan::Part::Stats;
+  parts.moments_out = &moments;
+  run_forward(prob, to_layout(input, prob.layout), at::Tensor(), at::Tensor(), input.scalar_type(), 0.0, none, parts);
+  return moments;
+}
+
+// Split op: y, mean and rstd of input normalized with the given (merged) moments.
+Outputs apply_cuda(const at::Tensor& input, const at::Tensor& moments, const std::optional<at::Tensor>& weight,
+                   const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
+                   c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_apply_inputs(input, moments, w, b, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = to_layout(input, prob.layout);
+  Outputs out = allocate_forward_outputs(x, prob.layout, num_groups);
+  if (prob.N == 0) return out;
+  const at::Tensor m = moments.contiguous();
+  ForwardParts parts;
+  parts.part = plan::Part::Apply;
+  parts.moments_in = &m;
+  run_forward(prob, x, contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), eps, out, parts);
+  return out;
+}
+
+// What a backward-direction call runs: the fused backward, or a split op's part (the CPU
+// backend's BackwardParts): Sums takes r_in, writes group_out and the parameter parts in the
+// statistics dtype; Dx takes r_in, group_in and M_total.
+struct BackwardParts {
+  plan::Part part = plan::Part::Whole;
+  const at::Tensor* r_in = nullptr;
+  at::Tensor* group_out = nullptr;
+  const at::Tensor* group_in = nullptr;
+  int64_t M_total = 0;
+};
+
+// dy and x in the kernels' layout, mean and rstd contiguous, parameters contiguous (undefined
+// when absent); out = (dx, dweight, dbias), each written where want[i].
+void run_backward(const Problem& prob, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                  const at::Tensor& rstd, const at::Tensor& wc, const at::Tensor& bc, at::ScalarType wt,
+                  Outputs& out, std::array<bool, 3> want, const BackwardParts& parts) {
+  auto& [dx, dw, db] = out;
+  const plan::DeviceProblem dprob = on_device(prob, x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  const bool acc_params = parts.part == plan::Part::Sums;
+  dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
+    using T = cuda_t<T0>;
+    using W = cuda_t<W0>;
+    using A = acc_t<T>;
+    kernels::BackwardArgs<T, W> a{ptr_or_null<T>(dy),       ptr_or_null<T>(x),
+                                  ptr_or_null<A>(mean),     ptr_or_null<A>(rstd),
+                                  ptr_or_null<W>(wc),       ptr_or_null<W>(bc),
+                                  mutable_or_null<T>(dx, want[0]), mutable_or_null<W>(dw, want[1] && !acc_params),
+                                  mutable_or_null<W>(db, want[2] && !acc_params)};
+    a.dweight_acc = mutable_or_null<A>(dw, want[1] && acc_params);
+    a.dbias_acc = mutable_or_null<A>(db, want[2] && acc_params);
+    a.r_in = parts.r_in ? ptr_or_null<A>(*parts.r_in) : nullptr;
+    a.group_out = parts.group_out ? mutable_or_null<A>(*parts.group_out, true) : nullptr;
+    a.group_in = parts.group_in ? ptr_or_null<A>(*parts.group_in) : nullptr;
+    a.M_total = parts.M_total;
+    const plan::BackwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_backward(dprob)
+                                                                  : plan::plan_backward_part(dprob, parts.part);
+    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, p0);
+    at::Tensor ws;
+    kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
+  });
+}
+
+Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                      const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
                       const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation,
                       std::array<bool, 3> output_mask) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean_in, rstd_in, w, b, num_groups);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups);
   const Problem prob = make_problem(input, num_groups, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = to_layout(input, prob.layout);
-  const at::Tensor dy = to_layout(grad_out, prob.layout);
-  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
-  const bool want_dx = output_mask[0], want_dw = output_mask[1] && w, want_db = output_mask[2] && b;
+  const std::array<bool, 3> want{output_mask[0], output_mask[1] && w, output_mask[2] && b};
   Outputs out = allocate_backward_outputs(x, prob.layout, w, b, output_mask);
-  auto& [dx, dw, db] = out;
-  if (!want_dx && !want_dw && !want_db) return out;
+  if (!want[0] && !want[1] && !want[2]) return out;
   if (prob.N == 0) {  // empty batch: zero parameter gradients
-    if (want_dw) dw.zero_();
-    if (want_db) db.zero_();
+    if (want[1]) std::get<1>(out).zero_();
+    if (want[2]) std::get<2>(out).zero_();
     return out;
   }
-  const at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
-  const plan::DeviceProblem dprob = on_device(prob, x);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  dispatch_types(x.scalar_type(), param_dtype(x, w, b), [&]<typename T0, typename W0>() {
-    using T = cuda_t<T0>;
-    using W = cuda_t<W0>;
-    using A = acc_t<T>;
-    const kernels::BackwardArgs<T, W> a{ptr_or_null<T>(dy),        ptr_or_null<T>(x),
-                                        ptr_or_null<A>(mean),      ptr_or_null<A>(rstd),
-                                        ptr_or_null<W>(wc),        ptr_or_null<W>(bc),
-                                        mutable_or_null<T>(dx, want_dx), mutable_or_null<W>(dw, want_dw),
-                                        mutable_or_null<W>(db, want_db)};
-    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, plan::plan_backward(dprob));
-    at::Tensor ws;
-    kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
-  });
+  run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(),
+               contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), out, want,
+               BackwardParts{});
   return out;
+}
+
+// Split op of the sharded backward: this shard's group sums and dweight / dbias contributions.
+Outputs backward_sums_cuda(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                           const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_sums_inputs(grad_out, input, mean, rstd, residual, w, b, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  Outputs out = allocate_backward_sums(input, num_groups, w, b);
+  if (prob.N == 0 || prob.HxW == 0) {  // nothing of the groups here: zero sums
+    for (at::Tensor* o : {&std::get<0>(out), &std::get<1>(out), &std::get<2>(out)}) o->zero_();
+    return out;
+  }
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor r = residual.contiguous();
+  Outputs grads{at::Tensor(), std::get<1>(out), std::get<2>(out)};
+  BackwardParts parts;
+  parts.part = plan::Part::Sums;
+  parts.r_in = &r;
+  parts.group_out = &std::get<0>(out);
+  run_backward(prob, to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
+               rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(input, w, b),
+               grads, {false, w != nullptr, b != nullptr}, parts);
+  return out;
+}
+
+// Split op of the sharded backward: dx of this shard from the group sums over all shards.
+at::Tensor backward_dx_cuda(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,
+                            const at::Tensor& rstd, const at::Tensor& residual, const std::optional<at::Tensor>& weight,
+                            const std::optional<at::Tensor>& bias, const at::Tensor& group_sums, int64_t count,
+                            int64_t num_groups, c10::string_view activation) {
+  const at::Tensor* w = opt_ptr(weight);
+  const at::Tensor* b = opt_ptr(bias);
+  check_backward_dx_inputs(grad_out, input, mean, rstd, residual, w, b, group_sums, count, num_groups);
+  const Problem prob = make_problem(input, num_groups, activation);
+  const at::Tensor x = to_layout(input, prob.layout);
+  Outputs out{empty_in_layout(x, prob.layout, input.scalar_type()), at::Tensor(), at::Tensor()};
+  if (input.numel() == 0) return std::get<0>(out);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor r = residual.contiguous(), sums = group_sums.contiguous();
+  BackwardParts parts;
+  parts.part = plan::Part::Dx;
+  parts.r_in = &r;
+  parts.group_in = &sums;
+  parts.M_total = count;
+  run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(),
+               contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(input, w, b), out,
+               {true, false, false}, parts);
+  return std::get<0>(out);
 }
 
 }  // namespace
@@ -158,4 +294,8 @@ Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const
 TORCH_LIBRARY_IMPL(groupnorm_cuda, CUDA, m) {
   m.impl("forward", &groupnorm_cuda::forward_cuda);
   m.impl("backward", &groupnorm_cuda::backward_cuda);
+  m.impl("stats", &groupnorm_cuda::stats_cuda);
+  m.impl("apply", &groupnorm_cuda::apply_cuda);
+  m.impl("backward_sums", &groupnorm_cuda::backward_sums_cuda);
+  m.impl("backward_dx", &groupnorm_cuda::backward_dx_cuda);
 }

@@ -57,12 +57,17 @@
 //                    [gn_fwd_stats_rows + gn_bwd_silu_r] + gn_bwd_sums_rows + gn_bwd_coeffs +
 //                    gn_bwd_params + gn_bwd_dx_rows, the same accesses with vectors along C.
 //   Both reduce dweight/dbias over n in a fixed order (gn_bwd_params): no atomics.
+//   split ops      : stats, apply, backward_sums, backward_dx (a shard of a group, csrc/ops.cpp)
+//                    run parts of the Rows schedule where it applies, else of the Split one,
+//                    plus gn_split_moments (partials -> float64 moments) and gn_split_given
+//                    (given moments -> per-group statistics): plan/split.h.
 #pragma once
 
 #include <vector>
 
 #include "cuda/plan/backward.h"
 #include "cuda/plan/forward.h"
+#include "cuda/plan/split.h"
 #include "cuda/plan/traffic.h"
 #include "cuda/plan/types.h"
 
@@ -84,6 +89,21 @@ inline Described describe(const DeviceProblem& p) {
   out.forward = f.launches;
   out.backward = b.launches;
   return out;
+}
+
+// The split ops' launches (split.h) for a shard like p, each with its modeled traffic
+// (groupnorm_cuda.cuda_launch_plan()["split_ops"]).
+struct DescribedSplit {
+  std::vector<Launch> stats, apply, backward_sums, backward_dx;
+};
+inline DescribedSplit describe_split(const DeviceProblem& p) {
+  ForwardPlan st = plan_forward_part(p, Part::Stats), ap = plan_forward_part(p, Part::Apply);
+  BackwardPlan su = plan_backward_part(p, Part::Sums), dx = plan_backward_part(p, Part::Dx);
+  forward_traffic(st);
+  forward_traffic(ap);
+  backward_traffic(su);
+  backward_traffic(dx);
+  return {st.launches, ap.launches, su.launches, dx.launches};
 }
 
 }  // namespace plan

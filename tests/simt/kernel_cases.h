@@ -287,5 +287,39 @@ static std::vector<Case> make_cases() {
     add(p + "_rows3_silu_nhwc", d.dt, d.wf, 2, rc, 18, rg, true, true, true, true, ov_rows(3),
         Q | (main16 ? T_TSAN | T_ASAN : 0u), eR);
   }
+
+  // The split ops (split_harness.h) over uneven shards of the spatial positions, an empty one
+  // among them: the walk schedule (vectors, scalars, NCHW flat groups), the rows schedule, SiLU,
+  // data with a large mean, absent parameters, every dtype.
+  {
+    auto split_add = [&](const std::string& name, DT dt, bool wf, int64_t C, int64_t G, bool cl, bool silu, bool hw,
+                         bool hb, P::Overrides ov, unsigned tags, Expect ex, std::vector<int64_t> shards,
+                         double m0 = 0.0) {
+      int64_t hwsum = 0;
+      for (int64_t l : shards) hwsum += l;
+      add(name, dt, wf, 2, C, hwsum, G, cl, silu, hw, hb, ov, tags, ex, ALL, m0, 1.0);
+      v.back().shards = shards;
+    };
+    Expect eS; eS.fwd_sched = 1; eS.bwd_sched = 1;
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 2;
+    Expect eSv = vecd(eS), eSs = scal(eS), eSsp = vecd(eS);
+    eSsp.splits_gt1 = true;
+    const std::vector<int64_t> even4 = {12, 0, 8, 20}, odd = {7, 0, 33}, two = {5, 13};
+    for (int cl = 0; cl < 2; ++cl) {
+      const std::string l = L[cl];
+      split_add("f32_shards_" + l, DT::F32, false, 16, 4, cl, false, true, true, AUTO, Q | T_TSAN | T_ASAN, eSv, even4);
+      split_add("f32_shards_silu_" + l, DT::F32, false, 16, 4, cl, true, true, true, SPLIT, Q | T_MUT, eSsp, even4);
+      split_add("f32_shards_mean1e4_" + l, DT::F32, false, 16, 4, cl, true, false, true, AUTO, 0, eSv, even4, 1e4);
+      split_add("f32_shards_odd_" + l, DT::F32, false, 12, 4, cl, true, true, false, AUTO, Q | (cl ? T_ASAN : T_TSAN),
+                Expect{}, odd);
+      split_add("f32_shards_vec1_" + l, DT::F32, false, 16, 4, cl, false, true, true, SPLIT_S, 0, eSs, even4);
+    }
+    split_add("f32_shards_rows_silu_nhwc", DT::F32, false, 40, 4, true, true, true, true, AUTO, Q | T_TSAN | T_ASAN,
+              eR, two);
+    split_add("bf16_shards_rows_nhwc", DT::BF16, false, 40, 4, true, false, true, true, AUTO, 0, eR, two);
+    split_add("f64_shards_silu_nchw", DT::F64, false, 16, 4, false, true, true, true, AUTO, Q, eSv, even4);
+    split_add("f16wf32_shards_silu_nhwc", DT::F16, true, 16, 2, true, true, true, true, AUTO, Q, eSv, even4);
+    split_add("bf16_shards_odd_nchw", DT::BF16, false, 12, 4, false, false, true, true, AUTO, 0, Expect{}, odd);
+  }
   return v;
 }

@@ -221,6 +221,32 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
         expect=("FAIL", " dw", " db"),
         stream="stdout",
     ),
+    # (o) the split op apply normalizes a shard about its own first element instead of the merged
+    # moments' shift (the first non-empty shard's): every shard but the first is off by the
+    # difference of the two shifts.
+    Mutation(
+        name="o_split_apply_own_shift",
+        file="forward.cuh",
+        old="    s = q[0];\n",
+        new="    s = gs.active ? to_acc(p.x[base]) : A(0);  // MUTATION o: the shard's own shift\n",
+        mode="plain",
+        what="gn_fwd_apply with given moments takes the shard's first element as the shift",
+        args=("--case-filter", "f32_shards_silu_nchw"),
+        expect=("FAIL", " y", " dx"),
+        stream="stdout",
+    ),
+    # (p) backward_dx divides by the shard's element count instead of the whole group's.
+    Mutation(
+        name="p_split_dx_shard_count",
+        file="backward.cuh",
+        old="const A invM = A(1) / A(p.M_total);",
+        new="const A invM = A(1) / A(p.geo.M);  // MUTATION p: this shard's count",
+        mode="plain",
+        what="gn_bwd_coeffs with the given group sums divides by the shard's count, not the group's",
+        args=("--case-filter", "f32_shards_nhwc"),
+        expect=("FAIL", " dx"),
+        stream="stdout",
+    ),
 ]}
 
 

@@ -1,7 +1,8 @@
 """The REAL CUDA kernels (csrc/cuda/kernels) executed on the CPU by the SIMT emulator.
 
 kernel_harness.cpp runs launch_forward / launch_backward with the planner's launches and compares
-y, mean, rstd, dx, dweight, dbias with a long-double reference. Here:
+y, mean, rstd, dx, dweight, dbias with a long-double reference: the fused ops, and the split ops
+over shards (split_harness.h). Here:
   * plain build, every case, two block-order seeds: all pass, bitwise identical outputs;
   * ThreadSanitizer and AddressSanitizer+UBSan builds, a subset covering every kernel: clean;
   * planted bugs in a mutated COPY of the kernels (mutations.py), each with its specific detection.
@@ -30,7 +31,8 @@ HARNESS = HERE / "kernel_harness.cpp"
 SANITIZER_MARKERS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
 ALL_KERNELS = {"gn_fwd_onchip", "gn_fwd_cluster", "gn_fwd_bundle", "gn_bwd_bundle", "gn_bwd_cluster", "gn_fwd_stats", "gn_fwd_apply", "gn_bwd_sums_nchw", "gn_bwd_sums_nhwc",
                "gn_bwd_coeffs", "gn_bwd_params", "gn_bwd_dx", "gn_bwd_onchip", "gn_fwd_stats_rows", "gn_fwd_finalize",
-               "gn_fwd_apply_rows", "gn_bwd_silu_r", "gn_bwd_sums_rows", "gn_bwd_dx_rows"}
+               "gn_fwd_apply_rows", "gn_bwd_silu_r", "gn_bwd_sums_rows", "gn_bwd_dx_rows", "gn_split_moments",
+               "gn_split_given"}
 CASE_RE = re.compile(r"^CASE (\S+)\s+fwd\[(.*?)\] bwd\[(.*?)\] kernels=(\S+) err\[(.*?)\] tol=\S+ "
                      r"hash=([0-9a-f]{16}) ms=(\d+) (PASS|FAIL)(.*)$")
 
@@ -117,6 +119,8 @@ def _features(cases: dict[str, dict]) -> set[str]:
             f.add(f"sums_block>=256:{lay}")
         if "silu" in name:
             f.add(f"silu:{lay}")
+        if "shards" in fwd:
+            f.add(f"shards:{lay}:{'rows' if 'rows' in fwd else 'split'}")
     return f
 
 
@@ -127,7 +131,7 @@ for _lay in ("nchw", "nhwc"):
                        f"split>1:{_lay}", f"pieces>1:{_lay}", f"silu:{_lay}", f"bwd_onchip:{_lay}:gpb1",
                        f"bwd_onchip:{_lay}:gpb>1"}
 REQUIRED_PLAIN |= {"rows:nhwc:pieces1", "rows:nhwc:pieces>1", "cluster:nchw:even", "cluster:nhwc:even",
-                   "cluster:nhwc:odd"}
+                   "cluster:nhwc:odd", "shards:nchw:split", "shards:nhwc:split", "shards:nhwc:rows"}
 
 
 # ------------------------------------------------------------------------- correct kernels

@@ -13,6 +13,11 @@
 //   gn_bwd_dx          elementwise dx over the walk schedule of the forward.
 //   gn_bwd_silu_r / gn_bwd_sums_rows / gn_bwd_dx_rows
 //                      channels-last rows schedule: backward_rows.cuh.
+//   The split ops (csrc/ops.cpp) run parts of the Split / Rows schedules with `r_in` (the
+//   residual r given per group: no SiLU pre-pass, no sum of u): backward_sums is the sums
+//   kernel + gn_bwd_coeffs writing the group sums (`group_out`) + gn_bwd_params writing
+//   accumulation-type parts; backward_dx is gn_bwd_coeffs from the given sums (`group_in`) +
+//   the dx kernel.
 //   gn_bwd_onchip / gn_bwd_cluster
 //                      groups whose x and dy fit on chip (one CTA, or a thread-block cluster):
 //                      backward_tiled.cuh.
@@ -58,6 +63,15 @@ template <typename T, typename W> struct BwdParams {
   int onchip_nb;
   int64_t dwp_rows;  // rows of dweight/dbias terms in dwp (gn_bwd_params adds them)
   bool silu;
+  // Split ops (else null / 0): r_in (N, G) the given residual; group_out (N, G, 2) this
+  // shard's [Asum, Bsum]; group_in (N, G, 2) the sums over all shards, with M_total elements a
+  // group; dweight_acc / dbias_acc the parameter-gradient parts in the accumulation type.
+  const acc_t<T>* r_in;
+  acc_t<T>* group_out;
+  const acc_t<T>* group_in;
+  int64_t M_total;
+  acc_t<T>* dweight_acc;
+  acc_t<T>* dbias_acc;
 };
 
 // Row n of the dweight / dbias terms of channel c from its sums over the whole group.
@@ -88,10 +102,11 @@ __device__ inline void cluster_channel_terms(A* dwp, int64_t C, int64_t n, int64
   }
 }
 
-// r_pre of group ng from the SiLU pre-pass (warp-redundant, fixed order).
+// r_pre of group ng from the SiLU pre-pass (warp-redundant, fixed order), or the given one.
 template <typename T, typename W>
 __device__ inline acc_t<T> silu_r(const BwdParams<T, W>& p, int64_t ng, int64_t base, bool active) {
   using A = acc_t<T>;
+  if (p.r_in) return active ? p.r_in[ng] : A(0);
   const Welford<A> st = merge_partials(p.silu_ws + 3 * (active ? ng : 0) * p.silu_splits, p.silu_splits, active);
   const A s = active ? to_acc(p.x[base]) : A(0);
   const A mu = active ? p.mean[ng] : A(0);
@@ -262,6 +277,15 @@ __global__ void gn_bwd_coeffs(BwdParams<T, W> p) {
   const bool active = ng < geo.N * geo.G;
   const int64_t n = ng / geo.G, g = ng - n * geo.G;
   const A rho = active ? p.rstd[ng] : A(0);
+  if (p.group_in) {  // split op backward_dx: the group's sums over all shards are given
+    if (active && lane == 0) {
+      const A invM = A(1) / A(p.M_total);
+      const A Acoef = p.group_in[2 * ng], sga = p.group_in[2 * ng + 1], r = p.r_in[ng];
+      p.coef[2 * ng] = -rho * rho * Acoef * invM;
+      p.coef[2 * ng + 1] = rho * (r * rho * Acoef - sga) * invM;
+    }
+    return;
+  }
   A se = A(0), sga = A(0), sgb = A(0);
   if (active) {
     for (int64_t cc = lane; cc < geo.D; cc += 32) {
@@ -283,11 +307,15 @@ __global__ void gn_bwd_coeffs(BwdParams<T, W> p) {
   sga = warp_sum(sga);
   sgb = warp_sum(sgb);
   const A invM = A(1) / A(geo.M);
-  const A r = se * invM;
+  const A r = p.r_in ? (active ? p.r_in[ng] : A(0)) : se * invM;
   const A Acoef = rho * (sgb - r * sga);
   if (active && lane == 0) {
     p.coef[2 * ng] = -rho * rho * Acoef * invM;
     p.coef[2 * ng + 1] = rho * (r * rho * Acoef - sga) * invM;
+    if (p.group_out) {  // split op backward_sums: this shard's share of the group sums
+      p.group_out[2 * ng] = Acoef;
+      p.group_out[2 * ng + 1] = sga;
+    }
   }
   if (active && p.dwp) {
     for (int64_t cc = lane; cc < geo.D; cc += 32) {
@@ -316,6 +344,8 @@ __global__ void gn_bwd_params(BwdParams<T, W> p) {
   }
   if (p.dweight) p.dweight[c] = from_acc<W>(dw);
   if (p.dbias) p.dbias[c] = from_acc<W>(db);
+  if (p.dweight_acc) p.dweight_acc[c] = dw;  // split op backward_sums: parts to be added over shards
+  if (p.dbias_acc) p.dbias_acc[c] = db;
 }
 
 template <typename T, typename W, int V>

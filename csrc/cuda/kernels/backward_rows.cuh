@@ -32,7 +32,7 @@ template <typename T, typename W, int V> struct RowChannels {
       const int64_t ng = sl.n * p.geo.G + c / p.geo.D;
       mu[j] = p.mean[ng];
       rho[j] = p.rstd[ng];
-      r[j] = p.silu ? p.rbuf[ng] : A(0);
+      r[j] = p.silu ? (p.r_in ? p.r_in[ng] : p.rbuf[ng]) : A(0);
       gamma[j] = p.weight ? to_acc(p.weight[c]) : A(1);
       beta[j] = p.bias ? to_acc(p.bias[c]) : A(0);
     }

@@ -13,6 +13,11 @@
 //                   sample with 16-byte vectors along C across all groups. Per-channel
 //                   Welford -> per-(n, g, piece) partials -> merged per group in a fixed order
 //                   -> elementwise epilogue: 2R + 1W, coalesced, vectorized.
+//   gn_split_moments / gn_split_given
+//                 : the split ops (a shard of a group, csrc/ops.cpp): gn_fwd_stats{,_rows} +
+//                   gn_split_moments is `stats` (the partials merged in order into float64
+//                   moments); gn_split_given + gn_fwd_apply{,_rows} is `apply` (the given
+//                   moments -> per-group (s, m, rstd) -> the same epilogues).
 // s is the group's first element (csrc/README.md): statistics are of x - s.
 #pragma once
 
@@ -30,7 +35,9 @@ template <typename T, typename W> struct FwdParams {
   acc_t<T>* mean;
   acc_t<T>* rstd;
   acc_t<T>* ws;  // partials [NG][splits][3]
-  acc_t<T>* gstat;  // rows schedule: per group (m, rstd) [NG][2]
+  acc_t<T>* gstat;  // per group (s, m, rstd) [NG][3]: rows schedule, and given statistics
+  double* moments_out;       // split op stats: [NG][4] (count, s, m, M2) (else null)
+  const double* moments_in;  // split op apply: [NG][4] the merged moments (else null)
   Geometry geo;
   WalkSched sched;
   RowsSched rows;
@@ -240,13 +247,21 @@ __global__ void gn_fwd_apply(FwdParams<T, W> p) {
   const Geometry& geo = p.geo;
   const GroupSlot gs = slot_of(p.sched, geo);
   const int64_t base = gs.active ? geo.group_base(gs.ng) : 0;
-  const A s = gs.active ? to_acc(p.x[base]) : A(0);
-  const Welford<A> st = merge_partials(p.ws + 3 * (gs.active ? gs.ng : 0) * p.sched.splits, p.sched.splits, gs.active);
-  const A m = st.mean;
-  const A rstd = gn_rsqrt(st.m2 / A(geo.M) + p.eps);
-  if (gs.active && gs.split == 0 && gs.lt == 0) {
-    p.mean[gs.ng] = s + m;
-    p.rstd[gs.ng] = rstd;
+  A s, m, rstd;
+  if (p.moments_in) {  // split op apply: (s, m, rstd) of the given moments (gn_split_given)
+    const A* q = p.gstat + 3 * (gs.active ? gs.ng : 0);
+    s = q[0];
+    m = q[1];
+    rstd = q[2];
+  } else {
+    s = gs.active ? to_acc(p.x[base]) : A(0);
+    const Welford<A> st = merge_partials(p.ws + 3 * (gs.active ? gs.ng : 0) * p.sched.splits, p.sched.splits, gs.active);
+    m = st.mean;
+    rstd = gn_rsqrt(st.m2 / A(geo.M) + p.eps);
+    if (gs.active && gs.split == 0 && gs.lt == 0) {
+      p.mean[gs.ng] = s + m;
+      p.rstd[gs.ng] = rstd;
+    }
   }
   const int64_t g = gs.ng % geo.G;
   Walk w;
@@ -314,8 +329,8 @@ __global__ void gn_fwd_stats_rows(const T* __restrict__ x, acc_t<T>* __restrict_
   }
 }
 
-// One warp per group (n, g): merges the pieces in order, writes mean / rstd and (m, rstd) of
-// the shifted data for gn_fwd_apply_rows.
+// One warp per group (n, g): merges the pieces in order, writes mean / rstd and (s, m, rstd)
+// of the shifted data for gn_fwd_apply_rows.
 template <typename T, typename W>
 __global__ void gn_fwd_finalize(FwdParams<T, W> p) {
   using A = acc_t<T>;
@@ -326,11 +341,52 @@ __global__ void gn_fwd_finalize(FwdParams<T, W> p) {
   const Welford<A> st = merge_partials(p.ws + 3 * (active ? ng : 0) * p.rows.pieces, p.rows.pieces, active);
   if (active && lane == 0) {
     const A rstd = gn_rsqrt(st.m2 / A(geo.M) + p.eps);
-    p.mean[ng] = to_acc(p.x[geo.group_base(ng)]) + st.mean;
+    const A s = to_acc(p.x[geo.group_base(ng)]);
+    p.mean[ng] = s + st.mean;
     p.rstd[ng] = rstd;
-    p.gstat[2 * ng] = st.mean;
-    p.gstat[2 * ng + 1] = rstd;
+    p.gstat[3 * ng] = s;
+    p.gstat[3 * ng + 1] = st.mean;
+    p.gstat[3 * ng + 2] = rstd;
   }
+}
+
+// Split op stats: one warp per group (n, g) merges the `parts` partials (walk chunks or rows
+// pieces) of x - s in order and writes the float64 moments (count, s, m, M2); the count is the
+// exact element count of the group in this shard.
+template <typename T>
+__global__ void gn_split_moments(const T* __restrict__ x, const acc_t<T>* __restrict__ ws, int64_t parts, Geometry geo,
+                                 double* __restrict__ moments) {
+  using A = acc_t<T>;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t ng = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const bool active = ng < geo.N * geo.G;
+  const Welford<A> st = merge_partials(ws + 3 * (active ? ng : 0) * parts, parts, active);
+  if (active && lane == 0) {
+    double* out = moments + 4 * ng;
+    out[0] = static_cast<double>(geo.M);
+    out[1] = static_cast<double>(to_acc(x[geo.group_base(ng)]));
+    out[2] = static_cast<double>(st.mean);
+    out[3] = static_cast<double>(st.m2);
+  }
+}
+
+// Split op apply: one thread per group (n, g) turns the given moments (count, s, m, M2) into
+// the accumulation type's (s, m, rstd) for gn_fwd_apply{,_rows} and writes mean and rstd, as
+// the CPU kernels do (rstd of the rounded moments, variance clamped at 0).
+template <typename T, typename W>
+__global__ void gn_split_given(FwdParams<T, W> p) {
+  using A = acc_t<T>;
+  const int64_t ng = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (ng >= p.geo.N * p.geo.G) return;
+  const double* q = p.moments_in + 4 * ng;
+  const A s = static_cast<A>(q[1]), m = static_cast<A>(q[2]);
+  const A var = static_cast<A>(q[3]) / static_cast<A>(q[0]);
+  const A rstd = gn_rsqrt((var > A(0) ? var : A(0)) + p.eps);
+  p.mean[ng] = s + m;
+  p.rstd[ng] = rstd;
+  p.gstat[3 * ng] = s;
+  p.gstat[3 * ng + 1] = m;
+  p.gstat[3 * ng + 2] = rstd;
 }
 
 template <typename T, typename W, int V>
@@ -345,9 +401,9 @@ __global__ void gn_fwd_apply_rows(FwdParams<T, W> p) {
     const int64_t c = sl.c0 + j;
     const int64_t g = c / geo.D;
     const int64_t ng = sl.n * geo.G + g;
-    sh[j] = to_acc(p.x[sl.sample + g * geo.D]);
-    m[j] = p.gstat[2 * ng];
-    a[j] = p.weight ? p.gstat[2 * ng + 1] * to_acc(p.weight[c]) : p.gstat[2 * ng + 1];
+    sh[j] = p.gstat[3 * ng];
+    m[j] = p.gstat[3 * ng + 1];
+    a[j] = p.weight ? p.gstat[3 * ng + 2] * to_acc(p.weight[c]) : p.gstat[3 * ng + 2];
     b[j] = p.bias ? to_acc(p.bias[c]) : A(0);
   }
   for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += p.rows.rows_par) {

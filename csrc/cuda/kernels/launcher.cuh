@@ -50,6 +50,9 @@ template <typename T, typename W> struct ForwardArgs {
   acc_t<T>* mean;
   acc_t<T>* rstd;
   double eps;
+  // Split ops (plan::Part): Stats writes moments_out (y, mean, rstd unused), Apply reads moments_in.
+  double* moments_out = nullptr;
+  const double* moments_in = nullptr;
 };
 
 // dx / dweight / dbias nullable = not wanted.
@@ -63,6 +66,14 @@ template <typename T, typename W> struct BackwardArgs {
   T* dx;
   W* dweight;
   W* dbias;
+  // Split ops (plan::Part, kernels::BwdParams): Sums and Dx take r_in; Sums writes group_out and
+  // the parameter parts dweight_acc / dbias_acc (nullable); Dx reads group_in, M_total.
+  const acc_t<T>* r_in = nullptr;
+  acc_t<T>* group_out = nullptr;
+  const acc_t<T>* group_in = nullptr;
+  int64_t M_total = 0;
+  acc_t<T>* dweight_acc = nullptr;
+  acc_t<T>* dbias_acc = nullptr;
 };
 
 // The DType of a kernel element type (what the planner sizes vectors and workspaces by).
@@ -166,12 +177,16 @@ inline Plan fit_plan(const Plan& p, bool aligned, Replan replan) {
 template <typename T, typename W>
 inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
   return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.y),
-                        [](const plan::DeviceProblem& q, const plan::Overrides& ov) { return plan::plan_forward(q, ov); });
+                        [part = p.part](const plan::DeviceProblem& q, const plan::Overrides& ov) {
+                          return part == plan::Part::Whole ? plan::plan_forward(q, ov) : plan::plan_forward_part(q, part, ov);
+                        });
 }
 template <typename T, typename W>
 inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
   return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
-                        [](const plan::DeviceProblem& q, const plan::Overrides& ov) { return plan::plan_backward(q, ov); });
+                        [part = p.part](const plan::DeviceProblem& q, const plan::Overrides& ov) {
+                          return part == plan::Part::Whole ? plan::plan_backward(q, ov) : plan::plan_backward_part(q, part, ov);
+                        });
 }
 
 [[noreturn]] inline void not_in_direction(const plan::Launch& l, const char* direction) {
@@ -198,6 +213,8 @@ FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPl
   p.bundle = bundle_sched(pl.bundle);
   p.eps = static_cast<acc_t<T>>(a.eps);
   p.silu = pl.prob.act == Activation::SiLU;
+  p.moments_out = a.moments_out;
+  p.moments_in = a.moments_in;
   return p;
 }
 
@@ -252,6 +269,17 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
           break;
         }
         not_in_direction(l, "scalar forward");
+      case plan::Kernel::SplitMoments: {
+        auto k = gn_split_moments<T>;
+        const int64_t parts = pl.schedule == plan::Schedule::Rows ? pl.rows.pieces : pl.walk.splits;
+        GN_LAUNCH(k, grid, block, smem, stream, p.x, p.ws, parts, p.geo, p.moments_out);
+        break;
+      }
+      case plan::Kernel::SplitGiven: {
+        auto k = gn_split_given<T, W>;
+        GN_LAUNCH(k, grid, block, smem, stream, p);
+        break;
+      }
       case plan::Kernel::FwdApplyRows:
         if constexpr (V > 1) {
           auto k = gn_fwd_apply_rows<T, W, V>;
@@ -275,6 +303,10 @@ void launch_forward(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, voi
   else launch_forward_v<T, W, VF>(a, pl, workspace, stream);
 }
 
+template <typename T, typename W> bool wants_params(const BackwardArgs<T, W>& a) {
+  return a.dweight || a.dbias || a.dweight_acc || a.dbias_acc;
+}
+
 // The backward's params record, filled once from the plan, the tensors and the workspace.
 template <typename T, typename W, int V>
 BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace) {
@@ -290,7 +322,13 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
   p.dx = a.dx;
   p.dweight = a.dweight;
   p.dbias = a.dbias;
-  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  p.r_in = a.r_in;
+  p.group_out = a.group_out;
+  p.group_in = a.group_in;
+  p.M_total = a.M_total;
+  p.dweight_acc = a.dweight_acc;
+  p.dbias_acc = a.dbias_acc;
+  const bool want_params = wants_params(a);
   p.silu_ws = reinterpret_cast<A*>(ws + pl.ws_silu);
   p.sums = reinterpret_cast<A*>(ws + pl.ws_sums);
   p.coef = reinterpret_cast<A*>(ws + pl.ws_coef);
@@ -322,8 +360,8 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
 template <typename T, typename W, int V>
 void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
                        cudaStream_t stream) {
-  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
-  if (a.dx == nullptr && !want_params) return;
+  const bool want_params = wants_params(a);
+  if (a.dx == nullptr && !want_params && a.group_out == nullptr) return;
   const BwdParams<T, W> p = backward_params<T, W, V>(a, pl, workspace);
   for (const plan::Launch& l : pl.launches) {
     const dim3 grid = dims(l.grid), block = dims(l.block);

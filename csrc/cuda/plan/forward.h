@@ -68,7 +68,7 @@ inline ForwardPlan plan_forward(const DeviceProblem& p, const Overrides& ov = {}
     f.rows = rows;
     const int64_t part = round_up(NG * rows.pieces * 3 * acc, 256);
     f.rows.ws_gstat = part;
-    f.workspace_bytes = part + round_up(NG * 2 * acc, 256);
+    f.workspace_bytes = part + round_up(NG * 3 * acc, 256);
     f.launches = {rows_launch(Kernel::FwdStatsRows, rows, rows_vec, rows.smem_bytes),
                    plain_launch(Kernel::FwdFinalize, rows.finalize_grid, rows.finalize_block),
                    rows_launch(Kernel::FwdApplyRows, rows, rows_vec, 0)};

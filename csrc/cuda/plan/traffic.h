@@ -72,7 +72,9 @@ inline Traffic forward_traffic(ForwardPlan& f) {
       case Kernel::FwdStats:
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, partials, t); break;
       case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t); break;
-      case Kernel::FwdFinalize: detail::set_bytes(l, partials, 2 * s.stats, t); break;  // stats + (m, rstd)
+      case Kernel::FwdFinalize: detail::set_bytes(l, partials, s.stats + 3 * s.NG * s.acc, t); break;  // + (s, m, rstd)
+      case Kernel::SplitMoments: detail::set_bytes(l, partials, 4 * s.NG * 8, t); break;
+      case Kernel::SplitGiven: detail::set_bytes(l, 4 * s.NG * 8, s.stats + 3 * s.NG * s.acc, t); break;
       case Kernel::FwdApplyRows: detail::set_bytes(l, s.X + s.stats + s.params, s.X, t); break;
       default: throw std::logic_error("forward_traffic: no model for kernel " + l.kernel);
     }
@@ -89,7 +91,8 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;  // dweight/dbias terms: a row per sample (or per nb samples)
   const int64_t sums = s.N * s.C * b.sums.pieces * 3 * s.acc;
   const int64_t coef = s.NG * 2 * s.acc;
-  const int64_t silu_ws = b.silu ? s.NG * b.walk.splits * 3 * s.acc : 0;
+  // the SiLU pre-pass's partials (the split ops take r per group instead: NG values)
+  const int64_t silu_ws = !b.silu ? 0 : b.part == Part::Whole ? s.NG * b.walk.splits * 3 * s.acc : s.NG * s.acc;
   for (Launch& l : b.launches) {
     switch (l.id) {
       case Kernel::BwdOnChip:

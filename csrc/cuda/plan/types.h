@@ -22,6 +22,7 @@ namespace plan {
 enum class Kernel : int {
   FwdOnChip, FwdCluster, FwdBundle, FwdStats, FwdApply, FwdStatsRows, FwdFinalize, FwdApplyRows,
   BwdOnChip, BwdCluster, BwdBundle, BwdSiluR, BwdSumsNchw, BwdSumsNhwc, BwdSumsRows, BwdCoeffs, BwdParams, BwdDx, BwdDxRows,
+  SplitMoments, SplitGiven,  // the split ops' own (split.h)
 };
 
 inline const char* kernel_name(Kernel k) {
@@ -45,6 +46,8 @@ inline const char* kernel_name(Kernel k) {
     case Kernel::BwdParams: return "gn_bwd_params";
     case Kernel::BwdDx: return "gn_bwd_dx";
     case Kernel::BwdDxRows: return "gn_bwd_dx_rows";
+    case Kernel::SplitMoments: return "gn_split_moments";
+    case Kernel::SplitGiven: return "gn_split_given";
   }
   return "?";
 }
@@ -82,6 +85,9 @@ constexpr int64_t kNhwcSumsThreads = 256;            // == kernels::kNhwcSumsMax
 constexpr int64_t kMaxGridX = 2147483647;
 
 enum class Schedule : int { Auto = -1, OnChip = 0, Split = 1, Rows = 2, Cluster = 3, Bundle = 4 };
+
+// What a plan computes: the whole op, or one phase of it for the split ops (split.h).
+enum class Part : int { Whole = -1, Stats = 0, Apply = 1, Sums = 2, Dx = 3 };
 
 // The problem (common/problem.h) on a device: what the planner needs to know of the GPU.
 struct DeviceProblem : Problem {
@@ -122,7 +128,7 @@ struct RowsPlan {
   int64_t block = 32, grid = 0;                       // stats / apply kernels
   int64_t smem_bytes = 0;                             // gn_fwd_stats_rows per-channel states
   int64_t finalize_block = 256, finalize_grid = 0;
-  int64_t ws_gstat = 0;                               // workspace offset of (m, rstd) per group
+  int64_t ws_gstat = 0;                               // workspace offset of (s, m, rstd) per group
 };
 
 // Forward Bundle schedule (mirrors kernels::BundleSched): channels-last groups that are not a
@@ -139,6 +145,7 @@ struct BundlePlan {
 struct ForwardPlan {
   DeviceProblem prob;
   Overrides ov;
+  Part part = Part::Whole;
   Schedule schedule = Schedule::Split;
   int64_t vec = 1;
   WalkPlan walk;
@@ -159,6 +166,7 @@ struct SumsPlan {
 struct BackwardPlan {
   DeviceProblem prob;
   Overrides ov;
+  Part part = Part::Whole;
   Schedule schedule = Schedule::Split;
   int64_t vec = 1;
   bool silu = false;
