@@ -272,10 +272,10 @@ at::Tensor backward_dx_cuda(const at::Tensor& grad_out, const at::Tensor& input,
   const at::Tensor* b = opt_ptr(bias);
   check_backward_dx_inputs(grad_out, input, mean, rstd, residual, w, b, group_sums, count, num_groups);
   const Problem prob = make_problem(input, num_groups, activation);
+  const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = to_layout(input, prob.layout);
   Outputs out{empty_in_layout(x, prob.layout, input.scalar_type()), at::Tensor(), at::Tensor()};
   if (input.numel() == 0) return std::get<0>(out);
-  const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor r = residual.contiguous(), sums = group_sums.contiguous();
   BackwardParts parts;
   parts.part = plan::Part::Dx;
