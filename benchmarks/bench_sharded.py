@@ -15,6 +15,14 @@ Accuracy: the max error of y against float64 F.group_norm on the whole tensor, f
 0 and of mean 1e4 (std 1). Bytes: what each rank sends per call (the all-gathers' payloads).
 
     python benchmarks/bench_sharded.py [--world 2] [--repeats 15] [--quick]
+
+--chunks: one process on --device (cpu or cuda), no communication: the split ops over WORLD
+chunks along H (group_norm_chunks: every chunk's stats, the merge, every chunk's apply; the
+backward's sums and dx per chunk) against the fused op on the whole tensor, forward+backward,
+with the same accuracy check. On a GPU this is the split kernels' own cost (tools/gpu_check.sh
+runs it); the collectives of the sharded form come on top.
+
+    python benchmarks/bench_sharded.py --chunks [--device cuda] [--world 2] [--quick]
 """
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gnbench.machine import cpu_description  # noqa: E402
 
 import groupnorm_cuda  # noqa: E402
-from groupnorm_cuda.distributed import sharded_group_norm  # noqa: E402
+from groupnorm_cuda.distributed import group_norm_chunks, sharded_group_norm  # noqa: E402
 from groupnorm_cuda.reference import rel_err  # noqa: E402
 
 SHAPES = [((1, 128, 256, 256), 32), ((1, 256, 128, 128), 32), ((2, 320, 64, 64), 32)]
@@ -127,16 +135,80 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _device_time(fn, device, repeats):
+    """Medians of `repeats` calls after two warm-up calls, ms (synchronized on CUDA)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(repeats + 2):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_chunks(args, shapes) -> int:
+    """--chunks: the split ops over chunks on one device against the fused op on the whole tensor."""
+    device = torch.device(args.device)
+    desc = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    print(f"# Split ops over {args.world} chunks on one {device.type} device ({desc}; torch {torch.__version__})\n")
+    print(f"group_norm_chunks over {args.world} equal chunks along H (the split ops, no communication) against "
+          f"the fused op on the whole tensor; medians of {args.repeats} interleaved calls, ms, fp32, "
+          "forward+backward (dx, dweight, dbias); error of y against float64 on the whole tensor.\n")
+    print("| shape | whole (fused) | chunks (split ops) | chunks / whole | err mean 0 | err mean 1e4 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    out = []
+    for shape, G in shapes:
+        errs = {}
+        for mean in (0.0, 1e4):
+            x, w, b, _ = _data(shape, mean)
+            ref = F.group_norm(x.double(), G, w.double(), b.double(), 1e-5)
+            with torch.no_grad():
+                ys = group_norm_chunks(list(x.to(device).chunk(args.world, 2)), G, w.to(device), b.to(device), 1e-5)
+            errs[mean] = rel_err(torch.cat(ys, 2).cpu(), ref)
+        x, w, b, dy = (t.to(device) for t in _data(shape, 0.0))
+        xr, wr, br = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+        chunks = [c.detach().clone().requires_grad_() for c in x.chunk(args.world, 2)]
+        dys = list(dy.chunk(args.world, 2))
+        runs = {
+            "whole": lambda: torch.autograd.grad(groupnorm_cuda.group_norm(xr, G, wr, br, 1e-5), (xr, wr, br), dy),
+            "chunks": lambda: torch.autograd.grad(group_norm_chunks(chunks, G, wr, br, 1e-5), (*chunks, wr, br), dys),
+        }
+        samples = {k: [] for k in runs}
+        for _ in range(args.repeats):  # interleaved
+            for k, fn in runs.items():
+                samples[k] += _device_time(fn, device, 1)
+        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        print(f"| {'x'.join(map(str, shape))} | {med['whole']:.3f} | {med['chunks']:.3f} | "
+              f"{med['chunks'] / med['whole']:.2f}x | {errs[0.0]:.1e} | {errs[1e4]:.1e} |", flush=True)
+        out.append(dict(shape=shape, num_groups=G, median_ms=med, errors={f"mean{m:g}": e for m, e in errs.items()}))
+    with open(args.json, "w") as f:
+        json.dump(dict(machine=desc, device=device.type, torch=torch.__version__, chunks=args.world, rows=out), f,
+                  indent=1)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--world", type=int, default=2)
+    p.add_argument("--world", type=int, default=2, help="ranks (or, with --chunks, chunks)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
-                                                  "sharded_cpu.json"))
+    p.add_argument("--chunks", action="store_true", help="the split ops over chunks on one device, no processes")
+    p.add_argument("--device", default="cpu", help="with --chunks: cpu or cuda")
+    p.add_argument("--json", default=None, help="default: benchmarks/out/sharded_cpu.json (--chunks: chunks_DEVICE.json)")
     args = p.parse_args(argv)
     shapes = QUICK if args.quick else SHAPES
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    if args.json is None:
+        name = f"chunks_{torch.device(args.device).type}.json" if args.chunks else "sharded_cpu.json"
+        args.json = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", name)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    if args.chunks:
+        return run_chunks(args, shapes)
+    if args.device != "cpu":
+        p.error("the multi-process benchmark runs on CPU over gloo; use --chunks for --device cuda")
     tmp = args.json + ".part"
     print(f"# Sharded GroupNorm on CPU over gloo ({cpu_description()}; torch {torch.__version__})\n")
     print(f"{args.world} ranks x 1 thread, shards along H; unsharded = the fused op on the whole tensor with "

@@ -424,3 +424,22 @@ def test_torchrun_example_matches_the_whole_map():
     assert set(errs) == {"y", "dx", "dgamma"}, out.stdout
     # float32 on both sides; dgamma sums 2 x 9216 products per channel (seen: 9e-7, 1.5e-6, 7.5e-6)
     assert errs["y"] < 1e-5 and errs["dx"] < 1e-5 and errs["dgamma"] < 5e-5, errs
+
+
+def test_chunks_benchmark_runs_and_is_accurate(tmp_path):
+    """benchmarks/bench_sharded.py --chunks (what tools/gpu_check.sh runs on CUDA), on CPU: the
+    table's rows are written and the split ops' outputs match float64 on mean-1e4 data too."""
+    import importlib.util
+    import json
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_sharded.py")
+    spec = importlib.util.spec_from_file_location("bench_sharded_for_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "chunks.json"
+    assert bench.main(["--chunks", "--quick", "--repeats", "1", "--world", "3", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["device"] == "cpu" and rep["chunks"] == 3 and len(rep["rows"]) == len(bench.QUICK)
+    for row in rep["rows"]:
+        assert set(row["median_ms"]) == {"whole", "chunks"} and all(v > 0 for v in row["median_ms"].values())
+        assert row["errors"]["mean0"] < 1e-6 and row["errors"]["mean10000"] < 1e-6, row

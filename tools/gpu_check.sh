@@ -9,7 +9,8 @@
 #              from the environment wins)
 #   tests      the test suite on CUDA (device parametrization, tests/test_cuda.py with its
 #              > 2^31-element case), without the CPU-only emulator and nvcc-gate tests, which CI runs
-#   bench      benchmarks/bench_groupnorm.py --device cuda --quick (no torch.compile baseline: time)
+#   bench      benchmarks/bench_groupnorm.py --device cuda --quick (no torch.compile baseline: time),
+#              then the split ops' kernels over chunks (benchmarks/bench_sharded.py --chunks)
 #   ncu        DRAM bytes per kernel for three benchmark shapes, against the planner's traffic model
 #   sanitizer  compute-sanitizer memcheck, racecheck and synccheck on tools/gpu_driver.py --set sanitizer
 #
@@ -117,7 +118,8 @@ step_tests() {
 
 step_bench() {
   "$PY" benchmarks/bench_groupnorm.py --device cuda --quick --no-compile \
-    --json "$OUT/bench_cuda.json" --csv "$OUT/bench_cuda.csv" --plot "$OUT/raw/bench_cuda.png"
+    --json "$OUT/bench_cuda.json" --csv "$OUT/bench_cuda.csv" --plot "$OUT/raw/bench_cuda.png" &&
+    "$PY" benchmarks/bench_sharded.py --chunks --device cuda --quick --repeats 7 --json "$OUT/raw/chunks_cuda.json"
 }
 
 step_ncu() {
