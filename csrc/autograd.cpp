@@ -1,6 +1,8 @@
 // Autograd of groupnorm_cuda::forward, registered with the dispatcher (the Autograd key), the
 // way torchvision registers its ops' autograd: the derivative belongs to the op, whoever calls
-// it (Python, TorchScript, torch.compile, C++), with no Python autograd.Function per call.
+// it (Python, TorchScript, torch.compile, C++), with no Python autograd.Function per call. The
+// graph node is written directly (GroupNormBackward, as PyTorch's generated nodes are), not
+// through torch::autograd::Function, whose generic bookkeeping cost ~1 us a call.
 //
 //   first derivative:  groupnorm_cuda::backward (the hand-written kernels), asked only for the
 //                      gradients autograd needs (output_mask);
@@ -11,6 +13,7 @@
 // itself is a derivative, not differentiated again: its Autograd key falls through.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <array>
@@ -24,7 +27,6 @@
 namespace groupnorm_cuda {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Outputs = OpOutputs;
 
@@ -50,38 +52,33 @@ variable_list composite_grads(const at::Tensor& dy, const at::Tensor& x, const a
   return out;
 }
 
-class GroupNormAutograd : public torch::autograd::Function<GroupNormAutograd> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& w,
-                               const std::optional<at::Tensor>& b, int64_t groups, double eps,
-                               const std::string& act) {
-    at::AutoDispatchBelowADInplaceOrView guard;  // run the backend kernel, not this one again
-    auto [y, mean, rstd] = call_forward(x, w, b, groups, eps, act);
-    ctx->save_for_backward({x, mean, rstd, w.value_or(at::Tensor()), b.value_or(at::Tensor())});
-    ctx->saved_data["groups"] = groups;
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["act"] = act;
-    ctx->mark_non_differentiable({mean, rstd});
-    return {y, mean, rstd};
+// The graph node of one forward call: what torch::autograd::Function would record, without its
+// generic bookkeeping (per-input metadata, a map of named saved values, output wrapping), which
+// cost about 1 us a call on tiny tensors (RESULTS.md, per-call overhead). Edges: x, weight, bias
+// (an absent parameter's edge is empty); saved: x, weight, bias (versions checked on unpack),
+// mean and rstd (outputs of the forward that do not require grad).
+struct GroupNormBackward : public torch::autograd::Node {
+  torch::autograd::SavedVariable x_, w_, b_, mean_, rstd_;
+  int64_t groups_ = 0;
+  double eps_ = 0;
+  std::string act_;
+
+  std::string name() const override { return "GroupNormBackward"; }
+  void release_variables() override {
+    for (auto* v : {&x_, &w_, &b_, &mean_, &rstd_}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &mean = saved[1], &rstd = saved[2], &w = saved[3], &b = saved[4];
-    const int64_t groups = ctx->saved_data["groups"].toInt();
-    const double eps = ctx->saved_data["eps"].toDouble();
-    const std::string act = ctx->saved_data["act"].toStringRef();
-    // needs_input_grad counts the tensor inputs that were given: absent parameters have no edge.
-    const std::array<bool, 3> need{ctx->needs_input_grad(0), w.defined() && ctx->needs_input_grad(1),
-                                   b.defined() && ctx->needs_input_grad(w.defined() ? 2 : 1)};
-    variable_list out(6);
-    if (!need[0] && !need[1] && !need[2]) return out;
+  variable_list apply(variable_list&& grads) override {
+    const at::Tensor x = x_.unpack(), w = w_.unpack(), b = b_.unpack();
+    const at::Tensor mean = mean_.unpack(), rstd = rstd_.unpack();
+    const std::array<bool, 3> need{task_should_compute_output(0), w.defined() && task_should_compute_output(1),
+                                   b.defined() && task_should_compute_output(2)};
+    variable_list out(3);
+    if ((!need[0] && !need[1] && !need[2]) || !grads[0].defined()) return out;
     if (torch::autograd::GradMode::is_enabled()) {  // create_graph=True
-      const variable_list g = composite_grads(grads[0], x, w, b, groups, eps, act, need);
-      std::copy(g.begin(), g.end(), out.begin());
-      return out;
+      return composite_grads(grads[0], x, w, b, groups_, eps_, act_, need);
     }
-    auto [dx, dw, db] = call_backward(grads[0], x, mean, rstd, opt(w), opt(b), groups, act, need);
+    auto [dx, dw, db] = call_backward(grads[0], x, mean, rstd, opt(w), opt(b), groups_, act_, need);
     if (need[0]) out[0] = dx;
     if (need[1]) out[1] = dw;
     if (need[2]) out[2] = db;
@@ -93,12 +90,26 @@ bool requires_grad(const std::optional<at::Tensor>& t) { return t.has_value() &&
 
 Outputs forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& w, const std::optional<at::Tensor>& b,
                          int64_t groups, double eps, c10::string_view act) {
-  if (!torch::autograd::GradMode::is_enabled() || !(x.requires_grad() || requires_grad(w) || requires_grad(b))) {
-    at::AutoDispatchBelowADInplaceOrView guard;  // nothing to differentiate: no graph node
-    return call_forward(x, w, b, groups, eps, act);
+  Outputs out;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;  // run the backend kernel, not this one again
+    out = call_forward(x, w, b, groups, eps, act);
   }
-  const variable_list out = GroupNormAutograd::apply(x, w, b, groups, eps, std::string(act));
-  return {out[0], out[1], out[2]};
+  if (!torch::autograd::GradMode::is_enabled() || !(x.requires_grad() || requires_grad(w) || requires_grad(b)))
+    return out;  // nothing to differentiate: no graph node
+  const at::Tensor wt = w.value_or(at::Tensor()), bt = b.value_or(at::Tensor());
+  auto node = c10::make_intrusive<GroupNormBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, wt, bt));
+  node->x_ = torch::autograd::SavedVariable(x, false);
+  node->w_ = torch::autograd::SavedVariable(wt, false);
+  node->b_ = torch::autograd::SavedVariable(bt, false);
+  node->mean_ = torch::autograd::SavedVariable(std::get<1>(out), false);
+  node->rstd_ = torch::autograd::SavedVariable(std::get<2>(out), false);
+  node->groups_ = groups;
+  node->eps_ = eps;
+  node->act_ = std::string(act);
+  torch::autograd::set_history(std::get<0>(out), node);
+  return out;
 }
 
 }  // namespace
