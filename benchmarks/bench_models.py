@@ -325,6 +325,12 @@ def main(argv=None) -> int:
         for mode in modes:
             vs = {k: v for k, v in variants.items() if v is not None}
             if mode == "compile":
+                # Every variant's _Call.forward is the same code object: its compiled entries (3
+                # variants x grad on/off) must not pile up across models past dynamo's recompile
+                # limit (8), past which dynamo silently runs the frame eagerly; a fresh cache per
+                # model, and an error instead of an eager fallback.
+                torch._dynamo.reset()
+                torch._dynamo.config.fail_on_recompile_limit_hit = True
                 vs = {k: torch.compile(v) for k, v in vs.items()}
             for pass_ in passes:
                 ok, errs = check(vs, lambda m, *i: m(*i), inputs, pass_, dtype)
