@@ -35,6 +35,21 @@ struct GroupSums {
   A r = 0, Asum = 0, Bsum = 0;
 };
 
+// A channel's dweight term rho * (bs - r * a) from its sums (dyxhat summed over the channel),
+// scalar or vector: one expression for every path that must give the same bits.
+template <typename X>
+inline X dweight_term(const X& rho, const X& r, const X& a, const X& bs) {
+  return rho * (bs - r * a);
+}
+
+// A group's [Asum, Bsum] into the split op's group_out (BwdArgs), when asked.
+template <typename T, typename W>
+inline void store_group_sums(const BwdArgs<T, W>& a, int64_t u, const GroupSums<acc_t<T>>& gs) {
+  if (!a.group_out) return;
+  a.group_out[2 * u] = gs.Asum;
+  a.group_out[2 * u + 1] = gs.Bsum;
+}
+
 // Given per-channel sums of one group (D channels of sample n, as three arrays a, bs, e),
 // writes the dweight/dbias partials and returns the group's sums. wv: the weight in the
 // accumulation type (params_acc). r_given: the residual of the saved mean when the caller knows
@@ -58,7 +73,7 @@ GroupSums<acc_t<T>> reduce_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
   walk<A>(
       D, nullptr,
       [&](int64_t d, const V& va, const V& vb) {
-        const V dyxhat = V(rho) * (vb - V(gs.r) * va);
+        const V dyxhat = dweight_term(V(rho), V(gs.r), va, vb);
         const V vw = V::loadu(w + d);
         vA = at::vec::fmadd(vw, dyxhat, vA);
         vB = at::vec::fmadd(vw, va, vB);
@@ -66,7 +81,7 @@ GroupSums<acc_t<T>> reduce_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
         if (db) va.store(db + d);
       },
       [&](int64_t d, A va, A vb) {
-        const A dyxhat = rho * (vb - gs.r * va);
+        const A dyxhat = dweight_term(rho, gs.r, va, vb);
         Asum += w[d] * dyxhat;
         Bsum += w[d] * va;
         if (dw) dw[d] = dyxhat;
@@ -105,10 +120,7 @@ GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
   const A rho = a.rstd[u];
   if (a.group_in) return group_coef(rho, GroupSums<A>{a.r_in[u], a.group_in[2 * u], a.group_in[2 * u + 1]}, a.M_total);
   const GroupSums<A> gs = reduce_group(a, n, g, sa, sb, se, wv, a.r_in ? a.r_in + u : nullptr);
-  if (a.group_out) {
-    a.group_out[2 * u] = gs.Asum;
-    a.group_out[2 * u + 1] = gs.Bsum;
-  }
+  store_group_sums(a, u, gs);
   return group_coef(rho, gs, a.s.M());
 }
 

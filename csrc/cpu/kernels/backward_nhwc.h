@@ -187,7 +187,7 @@ class BackwardNhwc {
     walk<A>(
         C_, nullptr,
         [&](int64_t c, const V& va, const V& vb) {
-          const V dyxhat = V::loadu(rhoc + c) * (vb - V::loadu(rc + c) * va);
+          const V dyxhat = dweight_term(V::loadu(rhoc + c), V::loadu(rc + c), va, vb);
           const V w = V::loadu(wv + c);
           (w * dyxhat).store(pa + c);
           (w * va).store(pb + c);
@@ -196,7 +196,7 @@ class BackwardNhwc {
           if (db) va.store(db + c);
         },
         [&](int64_t c, A va, A vb) {
-          const A dyxhat = rhoc[c] * (vb - rc[c] * va);
+          const A dyxhat = dweight_term(rhoc[c], rc[c], va, vb);
           pa[c] = wv[c] * dyxhat;
           pb[c] = wv[c] * va;
           ch[kC1 * C_ + c] = wv[c] * rhoc[c];
@@ -212,10 +212,7 @@ class BackwardNhwc {
         gs.Asum += pa[c0 + d];
         gs.Bsum += pb[c0 + d];
       }
-      if (a_.group_out) {
-        a_.group_out[2 * u] = gs.Asum;
-        a_.group_out[2 * u + 1] = gs.Bsum;
-      }
+      store_group_sums(a_, u, gs);
       const GroupCoef<A> gc = group_coef(rhoc[c0], gs, s.M());
       std::fill(ch + kC2 * C_ + c0, ch + kC2 * C_ + c0 + D_, gc.c2);
       std::fill(ch + kC3 * C_ + c0, ch + kC3 * C_ + c0 + D_, gc.c3);
