@@ -58,6 +58,7 @@ from torch import nn  # noqa: E402
 
 from gnbench.common import fmt_ms, fmt_x, geomean, log, split_list  # noqa: E402
 from gnbench.machine import device_info, git_commit  # noqa: E402
+from gnbench.impls import raise_recompile_limits  # noqa: E402
 from gnbench.timing import measure  # noqa: E402
 
 import groupnorm_cuda  # noqa: E402
@@ -326,10 +327,11 @@ def main(argv=None) -> int:
             vs = {k: v for k, v in variants.items() if v is not None}
             if mode == "compile":
                 # Every variant's _Call.forward is the same code object: its compiled entries (3
-                # variants x grad on/off) must not pile up across models past dynamo's recompile
-                # limit (8), past which dynamo silently runs the frame eagerly; a fresh cache per
-                # model, and an error instead of an eager fallback.
-                torch._dynamo.reset()
+                # variants x grad on/off, per model) pass dynamo's default recompile limit (8),
+                # past which dynamo silently runs the frame eagerly. The op benchmark's remedy
+                # (raise_recompile_limits), and an error rather than an eager fallback if a
+                # limit is still hit.
+                raise_recompile_limits()
                 torch._dynamo.config.fail_on_recompile_limit_hit = True
                 vs = {k: torch.compile(v) for k, v in vs.items()}
             for pass_ in passes:

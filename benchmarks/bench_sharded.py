@@ -41,7 +41,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gnbench.machine import cpu_description  # noqa: E402
+from gnbench.machine import cpu_description, device_info  # noqa: E402
+from gnbench.timing import measure  # noqa: E402
 
 import groupnorm_cuda  # noqa: E402
 from groupnorm_cuda.distributed import group_norm_chunks, sharded_group_norm  # noqa: E402
@@ -135,24 +136,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _device_time(fn, device, repeats):
-    """Medians of `repeats` calls after two warm-up calls, ms (synchronized on CUDA)."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    times = []
-    for i in range(repeats + 2):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def run_chunks(args, shapes) -> int:
     """--chunks: the split ops over chunks on one device against the fused op on the whole tensor."""
     device = torch.device(args.device)
-    desc = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    desc = device_info(device)["dev_name"]
     print(f"# Split ops over {args.world} chunks on one {device.type} device ({desc}; torch {torch.__version__})\n")
     print(f"group_norm_chunks over {args.world} equal chunks along H (the split ops, no communication) against "
           f"the fused op on the whole tensor; medians of {args.repeats} interleaved calls, ms, fp32, "
@@ -172,15 +159,15 @@ def run_chunks(args, shapes) -> int:
         xr, wr, br = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
         chunks = [c.detach().clone().requires_grad_() for c in x.chunk(args.world, 2)]
         dys = list(dy.chunk(args.world, 2))
-        runs = {
-            "whole": lambda: torch.autograd.grad(groupnorm_cuda.group_norm(xr, G, wr, br, 1e-5), (xr, wr, br), dy),
-            "chunks": lambda: torch.autograd.grad(group_norm_chunks(chunks, G, wr, br, 1e-5), (*chunks, wr, br), dys),
+        runs = {  # the shared interleaved timing (gnbench.timing); the runners keep their own tensors
+            "whole": lambda _x, _dy: torch.autograd.grad(groupnorm_cuda.group_norm(xr, G, wr, br, 1e-5), (xr, wr, br),
+                                                         dy),
+            "chunks": lambda _x, _dy: torch.autograd.grad(group_norm_chunks(chunks, G, wr, br, 1e-5),
+                                                          (*chunks, wr, br), dys),
         }
-        samples = {k: [] for k in runs}
-        for _ in range(args.repeats):  # interleaved
-            for k, fn in runs.items():
-                samples[k] += _device_time(fn, device, 1)
-        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        secs, _spread, _n = measure(runs, [(x, dy)], device, "fwd+bwd", budget_s=1.0, repeats=args.repeats,
+                                    min_rep=args.repeats, max_rep=args.repeats)
+        med = {k: v * 1e3 for k, v in secs.items()}
         print(f"| {'x'.join(map(str, shape))} | {med['whole']:.3f} | {med['chunks']:.3f} | "
               f"{med['chunks'] / med['whole']:.2f}x | {errs[0.0]:.1e} | {errs[1e4]:.1e} |", flush=True)
         out.append(dict(shape=shape, num_groups=G, median_ms=med, errors={f"mean{m:g}": e for m, e in errs.items()}))
