@@ -32,6 +32,34 @@ def test_large_mean_small_std(device, layout, activation, shape):
         assert err < 1e-5, f"{name}: relative error {err:.3e}"
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", ["outlier-first", "channel-means"])
+def test_shift_far_from_the_data(device, layout, case):
+    """float32, where the value the kernels shift the data by (a group's first element) lies far
+    from most of the group: an outlier of 1e4 at every channel's first position among N(0, 1)
+    values, or channels whose means spread over [-100, 100]. A sum of squares around that shift
+    cancels: with the channels-last statistics' first block of rows summed that way, rstd was
+    off by 4.3e-6 (2.9e-7 with that block's M2 taken around its own mean, as now). Reference:
+    float64 on the same float32 values; required: rstd to 1e-6, y to 1e-5."""
+    g = torch.Generator().manual_seed(3)
+    shape = (2, 320, 64, 64)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    if case == "outlier-first":
+        x[:, :, 0, 0] = 1e4
+    else:
+        x += torch.empty(1, shape[1], 1, 1, dtype=torch.float64).uniform_(-100, 100, generator=g)
+    x = x.float()
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.to(device)
+    y, mean, rstd = torch.ops.groupnorm_cuda.forward(x, None, None, 32, 1e-5, "none")
+    xg = x.double().reshape(shape[0], 32, -1)
+    rstd_ref = (xg.var(-1, unbiased=False) + 1e-5).rsqrt()
+    y_ref = ((xg - xg.mean(-1, keepdim=True)) * rstd_ref[..., None]).reshape(shape)
+    assert rel_err(rstd, rstd_ref) < 1e-6, f"rstd: relative error {rel_err(rstd, rstd_ref):.3e}"
+    assert rel_err(y, y_ref) < 1e-5, f"y: relative error {rel_err(y, y_ref):.3e}"
+
+
 def test_mean_is_true_mean(device):
     """The saved statistics are the group mean and 1/sqrt(var + eps) (biased variance)."""
     x = (torch.randn(3, 8, 5, 7, dtype=torch.float64) * 3 + 2).to(device)

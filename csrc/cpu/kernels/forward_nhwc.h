@@ -1,7 +1,7 @@
 // CPU forward, channels-last layout: a unit is one sample n, HxW rows of C channels holding all
-// G groups. Statistics: a per-channel Welford update per row on the shifted data, four pieces of
-// rows walked at once per thread, then the D channels of each group merged; normalization: per
-// channel shift / scale / bias arrays applied row by row, four pieces at once.
+// G groups. Statistics: per-channel moments of the shifted data, blocks of rows Chan-merged in
+// order, then the D channels of each group merged; normalization: per channel shift / scale /
+// bias arrays applied row by row, four pieces at once.
 #pragma once
 
 #include <algorithm>
@@ -23,9 +23,9 @@ using at::vec::Vectorized;
 
 // The NHWC loops walk rows in memory order (hardware prefetch keeps up; a column walk across
 // rows does not) with per-channel accumulators and coefficients in L1 arrays, and convert half
-// types in registers (VecIO). The statistics walk a block of rows in L1 per channel tile
-// (welford_rows; its first tile prefetches each row ahead), and both passes walk four pieces at
-// a time per thread (piece_streams).
+// types in registers (VecIO). The statistics walk a piece in blocks of 16 rows, a vector of
+// channels of all 16 rows at a time (block_moments); the normalization walks four pieces at a
+// time per thread (piece_streams).
 template <typename T, typename W>
 class ForwardNhwc {
   using A = acc_t<T>;
@@ -48,10 +48,7 @@ class ForwardNhwc {
         chans_(3, C_),
         wv_(params_acc(a.w, C_, A(1))),
         bv_(params_acc(a.b, C_, A(0))),
-        inv_rows_(std::min(rows_per_piece_, HxW_)) {
-    // Welford weights 1 / k of a piece's k-th row (one division per row of a piece, per call).
-    for (size_t k = 0; k < inv_rows_.size(); ++k) inv_rows_[k] = A(1) / static_cast<A>(k + 1);
-  }
+        stats_prefetch_(stats_prefetch(C_ * static_cast<int64_t>(sizeof(T)), a.s.N * HxW_ * C_ * static_cast<int64_t>(sizeof(T)))) {}
 
   // The fused forward; the split ops (params.h) run a part: the statistics pass unless
   // moments_in is given, the normalization pass unless normalize is false.
@@ -68,8 +65,8 @@ class ForwardNhwc {
   // 2 threads): 16384 -> 65536 elements, forward 1x128x8x128x128 bf16 9.74 -> 9.47 ms,
   // 32x256x56x56 fp32 24.96 -> 24.54 ms, 2x320x64x64 fp32 0.714 -> 0.679 ms (all channels-last).
   // At most kMaxWelfordRows rows, though, unless kPieceElems / C is more: a channel's running
-  // mean takes one rounded update per row, and 16384-row pieces (C = 4) doubled the fp32
-  // dweight error of 4096-row ones (4.4e-6 against PyTorch's 1.4e-6).
+  // mean takes one rounded update per row (per block now), and 16384-row pieces (C = 4) doubled
+  // the fp32 dweight error of 4096-row ones (4.4e-6 against PyTorch's 1.4e-6).
   static int64_t rows_per_piece(int64_t C) {
     return std::max<int64_t>({int64_t{1}, kPieceElems / C, std::min(kRowPieceElems / C, kMaxWelfordRows)});
   }
@@ -79,60 +76,31 @@ class ForwardNhwc {
     for (int64_t g = 0; g < G_; ++g) std::fill(sh + g * D_, sh + (g + 1) * D_, static_cast<A>(xs[g * D_]));
   }
 
-  // Moments of the G groups over the rows of kS pieces ps[0..kS) of sample n (with the same
-  // number of rows), walked together, into out[k][0..G): a per-channel Welford update per row on
-  // the shifted data (every channel has seen the same number of rows, so the update weight 1/k
-  // is a scalar), then the D channels of a group (equal counts) are merged. The rows go in
-  // blocks of about stat_block_bytes() over all streams, which welford_streams walks either once
-  // per channel tile (re-reads from L1) with the tile's running mean and M2 in registers, or
-  // row by row with them in L1. The result of a piece is the same whether it went alone or with
-  // others, and whichever walk it got.
-  template <int kS>
-  void pieces_moments(int64_t n, const int64_t* ps, Moments<A>* const* out) {
-    const int64_t r0 = ps[0] * rows_per_piece_, seen = std::min(HxW_, r0 + rows_per_piece_) - r0;
-    const int64_t block_rows = std::max<int64_t>(1, stat_block_bytes() / (kS * C_ * static_cast<int64_t>(sizeof(T))));
+  // Moments of the G groups over the rows of piece p of sample n, into out[0..G): per-channel
+  // moments of the data shifted by the group's first element (block_moments), then the D
+  // channels of a group (equal counts) merged.
+  void piece_moments(int64_t n, int64_t p, Moments<A>* out) {
+    const int64_t r0 = p * rows_per_piece_, seen = std::min(HxW_, r0 + rows_per_piece_) - r0;
     const T* xs = a_.x + n * HxW_ * C_;
-    A* sh = scratch_.get((1 + 2 * kS) * C_);
+    A* sh = scratch_.get(3 * C_);
+    A* cmean = sh + C_;
+    A* cm2 = cmean + C_;
     fill_shift(xs, sh);
-    std::fill(sh + C_, sh + (1 + 2 * kS) * C_, A(0));
-    const T* xb[kS];
-    A* cmean[kS];  // per-channel moments of the rows seen so far
-    A* cm2[kS];
-    for (int k = 0; k < kS; ++k) {
-      cmean[k] = sh + (1 + 2 * k) * C_;
-      cm2[k] = cmean[k] + C_;
-    }
-    for (int64_t rb = 0; rb < seen; rb += block_rows) {
-      const int64_t rows = std::min(block_rows, seen - rb);
-      for (int k = 0; k < kS; ++k) xb[k] = xs + (ps[k] * rows_per_piece_ + rb) * C_;
-      welford_streams<kS>(xb, rows, C_, sh, inv_rows_.data() + rb, cmean, cm2);
-    }
+    std::fill(cmean, cmean + 2 * C_, A(0));
+    if (stats_prefetch_)
+      block_moments<true>(xs + r0 * C_, seen, C_, sh, cmean, cm2);
+    else
+      block_moments<false>(xs + r0 * C_, seen, C_, sh, cmean, cm2);
     // Groups: D channels of `seen` rows each.
     const A inv_d = A(1) / static_cast<A>(D_);
-    for (int k = 0; k < kS; ++k)
-      for (int64_t g = 0; g < G_; ++g) {
-        const A* gm = cmean[k] + g * D_;
-        Moments<A> m;
-        m.n = seen * D_;
-        m.mean = sum_vec(gm, D_) * inv_d;
-        m.m2 = sum_vec(cm2[k] + g * D_, D_) + static_cast<A>(seen) * sum_sq_dev(gm, D_, m.mean);
-        out[k][g] = m;
-      }
-  }
-
-  // Pieces [p0, p1) of sample n into out[(p - p0) * G ...], as streams (piece_streams).
-  void range_moments(int64_t n, int64_t p0, int64_t p1, Moments<A>* out) {
-    piece_streams(
-        p0, p1, full_pieces_,
-        [&](const int64_t* ps) {
-          Moments<A>* outs[kStreams];
-          for (int k = 0; k < kStreams; ++k) outs[k] = out + (ps[k] - p0) * G_;
-          pieces_moments<kStreams>(n, ps, outs);
-        },
-        [&](int64_t p) {
-          Moments<A>* o = out + (p - p0) * G_;
-          pieces_moments<1>(n, &p, &o);
-        });
+    for (int64_t g = 0; g < G_; ++g) {
+      const A* gm = cmean + g * D_;
+      Moments<A> m;
+      m.n = seen * D_;
+      m.mean = sum_vec(gm, D_) * inv_d;
+      m.m2 = sum_vec(cm2 + g * D_, D_) + static_cast<A>(seen) * sum_sq_dev(gm, D_, m.mean);
+      out[g] = m;
+    }
   }
 
   // The G groups' moments of sample n from its per-piece moments, merged in piece order.
@@ -145,7 +113,7 @@ class ForwardNhwc {
 
   void stats(int64_t n, int64_t p0, int64_t p1) {
     Moments<A>* part = sched_.fused ? unit_partial_.get(pieces_ * G_) : partial_.data();
-    range_moments(n, p0, p1, part + p0 * G_);
+    for (int64_t p = p0; p < p1; ++p) piece_moments(n, p, part + p * G_);
     if (sched_.fused) merge_pieces(n, part);  // as finish() does for the split schedule
   }
 
@@ -263,7 +231,7 @@ class ForwardNhwc {
   Scratch<A> scratch_;
   Scratch<Moments<A>> unit_partial_;  // fused: one unit's per-piece moments per thread
   const std::vector<A> wv_, bv_;
-  std::vector<A> inv_rows_;
+  const bool stats_prefetch_;  // the statistics prefetch a block of rows ahead (block_moments)
 };
 
 }  // namespace
