@@ -58,6 +58,17 @@ def _warm_up(runners: Dict[str, Callable], bufs, device: torch.device, budget_s:
     return est
 
 
+def _round_order(names: List[str], r: int) -> List[str]:
+    """The runners of round r, starting at a different one each round, so that no runner holds
+    one position in every round. Where glibc returns freed heap memory to the kernel depends on
+    the order of the calls' allocations and frees, and a fresh output that lands there pays a
+    page fault per 4 KiB page: measured on CPU (2x320x64x64 fp32 channels-last forward, 300
+    rounds), page faults per call for the order ours, ATen, clone: 333 / 169 / 186; for ATen,
+    ours, clone: 2551 / 9 / 2520 (2.7 ms against 0.3 ms without)."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 def _samples_cuda(runners: Dict[str, Callable], bufs, device: torch.device, n_rep: int) -> Dict[str, List[float]]:
     """CUDA events around every call, one synchronisation at the end."""
     names = list(runners)
@@ -65,7 +76,7 @@ def _samples_cuda(runners: Dict[str, Callable], bufs, device: torch.device, n_re
     ev = {k: [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
               for _ in range(n_rep)] for k in names}
     for r in range(n_rep):
-        for j, k in enumerate(names):
+        for j, k in enumerate(_round_order(names, r)):
             x, dy = bufs[(r * len(names) + j) % nb]
             s, e = ev[k][r]
             s.record()
@@ -84,7 +95,7 @@ def _samples_cpu(runners: Dict[str, Callable], bufs, n_rep: int, budget_s: float
     samples: Dict[str, List[float]] = {k: [] for k in names}
     hard_stop = time.perf_counter() + 3 * budget_s * len(names) + 5
     for r in range(n_rep):
-        for j, k in enumerate(names):
+        for j, k in enumerate(_round_order(names, r)):
             # each call of a round reads its own buffer: no implementation finds its
             # input left in cache by the one before it
             x, dy = bufs[(r * len(names) + j) % nb]
