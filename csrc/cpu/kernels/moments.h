@@ -10,6 +10,7 @@
 
 #include "common/welford.h"
 #include "cpu/kernels/common.h"
+#include "cpu/kernels/schedule.h"
 
 namespace groupnorm_cuda {
 namespace cpu {
@@ -119,10 +120,6 @@ inline A rstd_from(const Moments<A>& m, double eps) {
   const A var = std::max(m.m2 / static_cast<A>(m.n), A(0));
   return A(1) / std::sqrt(var + static_cast<A>(eps));
 }
-
-// Channels-last statistics: rows per block (fixed on every machine: it decides which values
-// are summed together, and so the output bits).
-constexpr int64_t kStatBlockRows = 16;
 
 // One block of nb rows at xb (rows r0 .. r0 + nb of the walk) merged into the running moments.
 // The first block (kFirst: nothing merged yet, so s = sh) takes its M2 in a second pass over

@@ -34,6 +34,7 @@ constexpr int64_t kPieceElems = 16384;         // elements per piece (a multiple
 constexpr int64_t kRowPieceElems = 65536;      // NHWC forward: elements per piece (whole rows)
 constexpr int64_t kMaxWelfordRows = 4096;       // NHWC forward: rows per piece from kRowPieceElems, at most
 constexpr int kStreams = 4;                     // NHWC forward: pieces one thread walks together
+constexpr int64_t kStatBlockRows = 16;          // NHWC reductions: rows summed per block (block_moments)
 
 // From the caches this machine reports (machine.h), read once per process; they change where
 // data waits between passes and what is prefetched, never a result bit (csrc/README.md, "CPU
