@@ -193,9 +193,9 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
 // row once a row spans more vectors than the registers hold (a store-bound loop). Measured on
 // one core of the AMD EPYC (Zen 5) with a standalone copy of both loops over a 5.2 MB sample
 // of 320 fp32 channels, against a one-stream plain read of the same data: the row-by-row
-// update (four streams of rows, each prefetched 2 KiB ahead) took 2.6-2.8x the read in cache
+// update (four streams of rows, each prefetched 2 KiB ahead) took 2.5-2.8x the read in cache
 // and 1.7-2.1x from DRAM; these blocks 1.2-1.3x in cache and 1.0-1.06x from DRAM (64 and 1280
-// channels: 1.2-1.45x in cache, 1.15-1.25x from DRAM). The 16 rows a vector of channels walks
+// channels: 1.23 and 1.44x in cache, 1.25 and 1.13x from DRAM). The 16 rows a vector of channels walks
 // at once are 16 streams for the hardware prefetcher when rows are long; a software prefetch
 // one block ahead (kPF) cost 25-40% in cache, but from DRAM short rows need it: a bf16 sample
 // of 128 channels (a block is then one 4 KiB page) took 2.4-3.0x a read without, 1.06-1.11x
