@@ -48,7 +48,8 @@ class ForwardNhwc {
         chans_(3, C_),
         wv_(params_acc(a.w, C_, A(1))),
         bv_(params_acc(a.b, C_, A(0))),
-        stats_prefetch_(stats_prefetch(C_ * static_cast<int64_t>(sizeof(T)), a.s.N * HxW_ * C_ * static_cast<int64_t>(sizeof(T)))) {}
+        stats_prefetch_(stats_prefetch(C_ * static_cast<int64_t>(sizeof(T)),
+                                       a.s.N * HxW_ * C_ * static_cast<int64_t>(sizeof(T)))) {}
 
   // The fused forward; the split ops (params.h) run a part: the statistics pass unless
   // moments_in is given, the normalization pass unless normalize is false.

@@ -183,28 +183,27 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
 
 // Per-channel moments over `rows` rows of C values (stride C) at x, of the data shifted by
 // sh[c], into cmean[c] (mean) and cm2[c] (M2), which start at zero. The rows go in blocks of
-// kStatBlockRows: a block's sums of d = x - s and of d^2, taken around the running mean
-// s = sh + cmean (so that they do not cancel: after the first block s is within a block's
-// spread of the channel's mean), give the block's exact mean and M2, which are Chan-merged
-// into the running moments (e, the rounding of s, keeps the mean relative to sh exact); the
-// first block's M2 comes from a second pass (moments_block).
-// Per element that is a subtraction, an addition and an FMA, against the five operations of
-// a row-by-row Welford update, whose running mean and M2 also had to be loaded and stored per
-// row once a row spans more vectors than the registers hold (a store-bound loop). Measured on
-// one core of the AMD EPYC (Zen 5) with a standalone copy of both loops over a 5.2 MB sample
-// of 320 fp32 channels, against a one-stream plain read of the same data: the row-by-row
-// update (four streams of rows, each prefetched 2 KiB ahead) took 2.5-2.8x the read in cache
-// and 1.7-2.1x from DRAM; these blocks 1.2-1.3x in cache and 1.0-1.06x from DRAM (64 and 1280
-// channels: 1.23 and 1.44x in cache, 1.25 and 1.13x from DRAM). The 16 rows a vector of channels walks
-// at once are 16 streams for the hardware prefetcher when rows are long; a software prefetch
-// one block ahead (kPF) cost 25-40% in cache, but from DRAM short rows need it: a bf16 sample
-// of 128 channels (a block is then one 4 KiB page) took 2.4-3.0x a read without, 1.06-1.11x
-// with (1x128x8x128x128, 2 threads). When kPF is on: stats_prefetch (schedule.h).
-// (8-row blocks: as fast in cache, 1.25-1.46x from DRAM; 32-row blocks: 1.3-2.0x in cache,
-// 1.76-2.13x from DRAM.)
-// Every channel gets the same arithmetic whichever part of the row it is in; blocks start at
-// the first of the `rows` rows (a piece's first row), so a piece's result does not depend on
-// the thread that walks it.
+// kStatBlockRows: a block's sums of d = x - s and of d^2, taken around the running mean s = sh +
+// cmean (so that they do not cancel: after the first block s is within a block's spread of the
+// channel's mean), give the block's exact mean and M2, which are Chan-merged into the running
+// moments (e, the rounding of s, keeps the mean relative to sh exact); the first block's M2
+// comes from a second pass (moments_block).
+// Per element that is a subtraction, an addition and an FMA, against the five operations of a
+// row-by-row Welford update, whose running mean and M2 also had to be loaded and stored per row
+// once a row spans more vectors than the registers hold (a store-bound loop). Measured on one
+// core of the AMD EPYC (Zen 5) with a standalone copy of both loops over a 5.2 MB sample of 320
+// fp32 channels, against a one-stream plain read of the same data: the row-by-row update (four
+// streams of rows, each prefetched 2 KiB ahead) took 2.5-2.8x the read in cache and 1.7-2.1x
+// from DRAM; these blocks 1.2-1.3x in cache and 1.0-1.06x from DRAM (64 and 1280 channels: 1.23
+// and 1.44x in cache, 1.25 and 1.13x from DRAM). The 16 rows a vector of channels walks at once
+// are 16 streams for the hardware prefetcher when rows are long; a software prefetch one block
+// ahead (kPF) cost 10-40% in cache, but from DRAM short rows need it: a bf16 sample of 128
+// channels (a block is then one 4 KiB page) took 2.4-3.0x a read without, 1.06-1.11x with
+// (1x128x8x128x128, 2 threads). When kPF is on: stats_prefetch (schedule.h). (8-row blocks: as
+// fast in cache, 1.25-1.46x from DRAM; 32-row blocks: 1.3-2.0x in cache, 1.76-2.13x from DRAM.)
+// Every channel gets the same arithmetic whichever part of the row it is in; blocks start at the
+// first of the `rows` rows (a piece's first row), so a piece's result does not depend on the
+// thread that walks it.
 template <bool kPF, typename T>
 GN_HOT inline void block_moments(const T* x, int64_t rows, int64_t C, const acc_t<T>* sh, acc_t<T>* cmean,
                                  acc_t<T>* cm2) {

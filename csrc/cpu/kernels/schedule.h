@@ -146,7 +146,9 @@ void run_schedule(const Schedule& s, const Stats& stats, const Finish& finish, c
 // (2 streams: 1.76, 8: no better than 4); whole forward 1x128x8x128x128 bf16 channels-last
 // 10.29 -> 9.54 ms, 32x256x56x56 fp32 channels-last 26.8 -> 24.7 ms. A plain-C++ read of
 // 32 MiB behaves alike here (1 stream 1.24 ms, 4 streams with prefetch 1.11 ms; with
-// Welford arithmetic 1.7-2.0 vs 1.1 ms).
+// Welford arithmetic 1.7-2.0 vs 1.1 ms). Used now by the NHWC forward's normalization pass;
+// the statistics walk 16 rows of one piece at once (block_moments), which gives them the
+// same parallelism within a piece.
 template <typename Group, typename One>
 void piece_streams(int64_t p0, int64_t p1, int64_t full, const Group& group, const One& one) {
   const int64_t q = std::max<int64_t>(0, std::min(p1, full) - p0) / kStreams;
