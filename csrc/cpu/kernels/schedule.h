@@ -47,7 +47,7 @@ inline int64_t fused_llc_bytes() { return machine().llc / 4 * 3; }
 // SiLU backward: a unit's dy' kept (per-thread scratch) for the dx pass [1 MiB / 512 KiB].
 inline int64_t keep_grad_bytes() { return machine().l2 / 2; }
 // NHWC statistics: whether they prefetch each block of rows one block ahead (block_moments).
-// Yes when the input is larger than the last-level cache [360 / 32 MiB] (it comes from DRAM),
+// Yes when the input is larger than the last-level cache [480 / 32 MiB] (it comes from DRAM),
 // or when a row is shorter than kShortRowBytes: a vector of channels walks one line of each of
 // a block's 16 rows, and a row of a few lines is too short a stream for the hardware
 // prefetchers to pick up, so a block from DRAM arrives line by line. Longer rows in an input
