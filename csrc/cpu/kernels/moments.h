@@ -121,15 +121,25 @@ inline A rstd_from(const Moments<A>& m, double eps) {
   return A(1) / std::sqrt(var + static_cast<A>(eps));
 }
 
+// The cache line at column c of each row of the block after the one at xb (rows of C values;
+// past the end of the tensor a hint is harmless, and prefetch_at forms no pointer there).
+template <typename T>
+inline void prefetch_column(const T* xb, int64_t C, int64_t c) {
+  for (int64_t j = 0; j < kStatBlockRows; ++j)
+    prefetch_at(xb, ((kStatBlockRows + j) * C + c) * static_cast<int64_t>(sizeof(T)), 1);
+}
+
 // One block of nb rows at xb (rows r0 .. r0 + nb of the walk) merged into the running moments.
 // The first block (kFirst: nothing merged yet, so s = sh) takes its M2 in a second pass over
 // the rows (from L1) as the squared deviations from its mean: its shift is the group's first
 // element, which may lie far from this channel's values (an outlier, another channel), and
-// d^2 - mean^2 would cancel there.
+// d^2 - mean^2 would cancel there. kPF: each vector of channels that starts a cache line
+// prefetches that line of the next block's rows (prefetch_column), so the prefetches go out
+// evenly with the loads; issued as one burst at the start of a block, they were slower from
+// DRAM (2x320x64x64 bf16 statistics: 0.31 ms burst, 0.15-0.17 spread; fp32 0.31 vs 0.22-0.29).
 template <bool kFirst, bool kPF, typename T>
 GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int64_t C, const acc_t<T>* sh,
                                         acc_t<T>* cmean, acc_t<T>* cm2) {
-  if (kPF) prefetch_at(xb, kStatBlockRows * C * static_cast<int64_t>(sizeof(T)), kStatBlockRows * C);
   using A = acc_t<T>;
   using V = Vectorized<A>;
   constexpr int64_t K = V::size();
@@ -142,6 +152,7 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
     const V s = s0 + m;
     const V e = (s - s0) - m;
     V s1(0), s2(0);
+    if (kPF && (c * static_cast<int64_t>(sizeof(T))) % 64 == 0) prefetch_column(xb, C, c);
     for (int64_t j = 0; j < nb; ++j) {
       const V d = VecIO<T>::load1(xb + j * C + c) - s;
       s1 = s1 + d;
@@ -158,6 +169,7 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
     at::vec::fmadd(delta, V(w1), m).store(cmean + c);
     at::vec::fmadd(delta * V(w2), delta, V::loadu(cm2 + c) + m2b).store(cm2 + c);
   }
+  if (kPF && c < C) prefetch_column(xb, C, c);
   for (; c < C; ++c) {
     const A s0 = sh[c], m = cmean[c];
     const A s = s0 + m;
@@ -196,11 +208,12 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
 // streams of rows, each prefetched 2 KiB ahead) took 2.5-2.8x the read in cache and 1.7-2.1x
 // from DRAM; these blocks 1.2-1.3x in cache and 1.0-1.06x from DRAM (64 and 1280 channels: 1.23
 // and 1.44x in cache, 1.25 and 1.13x from DRAM). The 16 rows a vector of channels walks at once
-// are 16 streams for the hardware prefetcher when rows are long; a software prefetch one block
-// ahead (kPF) cost 10-40% in cache, but from DRAM short rows need it: a bf16 sample of 128
-// channels (a block is then one 4 KiB page) took 2.4-3.0x a read without, 1.06-1.11x with
-// (1x128x8x128x128, 2 threads). When kPF is on: stats_prefetch (schedule.h). (8-row blocks: as
-// fast in cache, 1.25-1.46x from DRAM; 32-row blocks: 1.3-2.0x in cache, 1.76-2.13x from DRAM.)
+// are 16 streams for the hardware prefetcher when rows are long; for rows shorter than a page a
+// software prefetch one block ahead (kPF) is needed from DRAM: a bf16 sample of 128 channels
+// (a block is then one 4 KiB page) took 2.4-3.0x a read without, 1.06-1.11x with
+// (1x128x8x128x128, 2 threads); it costs 10-45% in cache. When kPF is on: stats_prefetch
+// (schedule.h). (8-row blocks: as fast in cache, 1.25-1.46x from DRAM; 32-row blocks: 1.3-2.0x
+// in cache, 1.76-2.13x from DRAM.)
 // Every channel gets the same arithmetic whichever part of the row it is in; blocks start at the
 // first of the `rows` rows (a piece's first row), so a piece's result does not depend on the
 // thread that walks it.

@@ -49,17 +49,16 @@ inline int64_t keep_grad_bytes() { return machine().l2 / 2; }
 // NHWC statistics: whether they prefetch each block of rows one block ahead (block_moments).
 // Yes when the input is larger than the last-level cache [480 / 32 MiB] (it comes from DRAM),
 // or when a row is shorter than kShortRowBytes: a vector of channels walks one line of each of
-// a block's 16 rows, and a row of a few lines is too short a stream for the hardware
-// prefetchers to pick up, so a block from DRAM arrives line by line. Longer rows in an input
-// that can be in cache go without: there the prefetch instructions cost 10-30% and, from
-// DRAM, gained 0-10%. Measured, stats op, 2 threads, Zen 5, cold (inputs rotated over 80 MB)
-// / hot, prefetch vs none, ranges over 3-5 runs: 4x128x64x64 bf16 (256 B rows) cold 0.12-0.14
-// vs 0.15-0.32 ms, hot 0.08-0.09 vs 0.05-0.08; 8x64x64x64 fp32 (256 B) cold 0.17-0.27 vs
-// 0.21-0.40, hot 0.10 vs 0.06-0.09; 2x320x64x64 bf16 (640 B) cold 0.16-0.22 vs 0.17-0.33, hot
-// 0.09-0.11 vs 0.07-0.10; 2x320x64x64 fp32 (1280 B) cold 0.31-0.35 vs 0.25-0.40, hot
-// 0.12-0.18 vs 0.07-0.15; 2x1280x32x32 fp32 (5 KiB) cold 0.30-0.37 vs 0.32-0.37, hot 0.14-0.16
-// vs 0.11-0.13.
-constexpr int64_t kShortRowBytes = 1024;
+// a block's 16 rows, and a row of fewer lines than a 4 KiB page holds is too short a stream
+// for the hardware prefetchers to ramp up on, so a block from DRAM arrives late. Rows of a
+// page or more go without: there the prefetch instructions cost 45% in cache and gained 5%
+// from DRAM. Measured, stats op, 2 threads, Zen 5, cold (inputs rotated over 80 MB) / hot,
+// prefetch vs none, two runs each: 4x128x64x64 bf16 (256 B rows) cold 0.12 / 0.12 vs 0.28 /
+// 0.31 ms, hot 0.10 / 0.10 vs 0.08 / 0.08; 2x320x64x64 bf16 (640 B) cold 0.17 / 0.15 vs 0.37
+// / 0.47, hot 0.13 / 0.13 vs 0.10 / 0.11; 2x320x64x64 fp32 (1280 B) cold 0.29 / 0.22 vs 0.40
+// / 0.37, hot 0.16 / 0.15 vs 0.13 / 0.12; 2x1280x32x32 fp32 (5 KiB) cold 0.29 / 0.30 vs 0.31
+// / 0.32, hot 0.18 / 0.19 vs 0.12 / 0.13.
+constexpr int64_t kShortRowBytes = 4096;
 inline bool stats_prefetch(int64_t row_bytes, int64_t input_bytes) {
   return row_bytes < kShortRowBytes || input_bytes > machine().llc;
 }
