@@ -198,8 +198,8 @@ GN_HOT_INLINE inline void moments_block(const T* xb, int64_t nb, int64_t r0, int
 // kStatBlockRows: a block's sums of d = x - s and of d^2, taken around the running mean s = sh +
 // cmean (so that they do not cancel: after the first block s is within a block's spread of the
 // channel's mean), give the block's exact mean and M2, which are Chan-merged into the running
-// moments (e, the rounding of s, keeps the mean relative to sh exact); the first block's M2
-// comes from a second pass (moments_block).
+// moments (e, the rounding error of s, is added back, so that the mean relative to sh does not
+// take that rounding); the first block's M2 comes from a second pass (moments_block).
 // Per element that is a subtraction, an addition and an FMA, against the five operations of a
 // row-by-row Welford update, whose running mean and M2 also had to be loaded and stored per row
 // once a row spans more vectors than the registers hold (a store-bound loop). Measured on one
