@@ -50,21 +50,26 @@ inline void store_group_sums(const BwdArgs<T, W>& a, int64_t u, const GroupSums<
   a.group_out[2 * u + 1] = gs.Bsum;
 }
 
+// The residual r of group u's saved mean: given (r_in, a shard's sums in the sharded backward),
+// else sum(e) / M from its D channels' sums of u at se. One expression for every path.
+template <typename T, typename W>
+inline acc_t<T> group_residual(const BwdArgs<T, W>& a, int64_t u, const acc_t<T>* se) {
+  return a.r_in ? a.r_in[u] : sum_vec(se, a.s.D()) / static_cast<acc_t<T>>(a.s.M());
+}
+
 // Given per-channel sums of one group (D channels of sample n, as three arrays a, bs, e),
-// writes the dweight/dbias partials and returns the group's sums. wv: the weight in the
-// accumulation type (params_acc). r_given: the residual of the saved mean when the caller knows
-// it (a shard's sums: sharded backward), else sum(e) / M. Vector loops over the channels.
+// writes the dweight/dbias partials and returns the group's sums (r from group_residual). wv:
+// the weight in the accumulation type (params_acc). Vector loops over the channels.
 template <typename T, typename W>
 GroupSums<acc_t<T>> reduce_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, const acc_t<T>* sa,
-                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv,
-                                 const acc_t<T>* r_given) {
+                                 const acc_t<T>* sb, const acc_t<T>* se, const acc_t<T>* wv) {
   using A = acc_t<T>;
   using V = Vectorized<A>;
   const auto& s = a.s;
   const int64_t D = s.D();
   const A rho = a.rstd[n * s.G + g];
   GroupSums<A> gs;
-  gs.r = r_given ? *r_given : sum_vec(se, D) / static_cast<A>(s.M());
+  gs.r = group_residual(a, n * s.G + g, se);
   const A* w = wv + g * D;
   A* dw = a.dw_part ? a.dw_part + n * s.C + g * D : nullptr;
   A* db = a.db_part ? a.db_part + n * s.C + g * D : nullptr;
@@ -119,7 +124,7 @@ GroupCoef<acc_t<T>> finish_group(const BwdArgs<T, W>& a, int64_t n, int64_t g, c
   const int64_t u = n * a.s.G + g;
   const A rho = a.rstd[u];
   if (a.group_in) return group_coef(rho, GroupSums<A>{a.r_in[u], a.group_in[2 * u], a.group_in[2 * u + 1]}, a.M_total);
-  const GroupSums<A> gs = reduce_group(a, n, g, sa, sb, se, wv, a.r_in ? a.r_in + u : nullptr);
+  const GroupSums<A> gs = reduce_group(a, n, g, sa, sb, se, wv);
   store_group_sums(a, u, gs);
   return group_coef(rho, gs, a.s.M());
 }

@@ -138,7 +138,7 @@ class BackwardNhwc {
   // SiLU: z = u * zs + zb per channel, from each group's r = sum(u) / M of the pre-pass (or r_in).
   void set_z(int64_t n, A* ch) const {
     for (int64_t g = 0; g < G_; ++g) {
-      const A r = a_.r_in ? a_.r_in[n * G_ + g] : sum_vec(ch + 2 * C_ + g * D_, D_) / static_cast<A>(a_.s.M());
+      const A r = group_residual(a_, n * G_ + g, ch + 2 * C_ + g * D_);
       for (int64_t d = 0; d < D_; ++d) {
         const ZCoef<A> z = z_coef(a_, n, g * D_ + d, r);
         ch[kZs * C_ + g * D_ + d] = z.zs;
@@ -177,7 +177,7 @@ class BackwardNhwc {
     const A *sa = ch, *sb = ch + C_, *se = ch + 2 * C_;
     for (int64_t g = 0; g < G_; ++g) {
       const int64_t u = n * G_ + g;
-      const A r = a_.r_in ? a_.r_in[u] : sum_vec(se + g * D_, D_) / static_cast<A>(s.M());
+      const A r = group_residual(a_, u, se + g * D_);
       std::fill(rc + g * D_, rc + (g + 1) * D_, r);
       std::fill(rhoc + g * D_, rhoc + (g + 1) * D_, a_.rstd[u]);
     }
