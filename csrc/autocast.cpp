@@ -1,14 +1,16 @@
 // Autocast of groupnorm_cuda::forward: the policy PyTorch applies to group_norm, per device.
 //
 //   CUDA: group_norm is on autocast's float32 list. Under torch.autocast("cuda") a float16 /
-//         bfloat16 input (and parameters) are cast to float32 and the output is float32, as
+//         bfloat16 input (and parameters) are computed in float32 and the output is float32, as
 //         nn.GroupNorm gives. Registered below for the AutocastCUDA key.
 //   CPU:  group_norm is on no autocast list: the op runs on the dtypes it is given (a bf16 input
 //         gives a bf16 output, as nn.GroupNorm under torch.autocast("cpu")). Nothing to register:
 //         a custom op's Autocast keys fall through.
-// The casts are ordinary differentiable ops, recorded by autograd (autocast dispatches before
-// autograd), so gradients flow back to the input in its own dtype. (A cast is a full-size copy;
-// reading half data and writing float32 in the kernels themselves would save it: not done yet.)
+// The 16-bit input is not cast: the op is asked for a float32 y (out_dtype), which the CUDA
+// kernels write from the 16-bit values directly, so no float32 copy of x is made, nor kept for
+// the backward (csrc/autograd.cpp widens it there, for the backward call only). 16-bit
+// parameters (C values) are cast to float32, as autocast would; autocast's cast of a float64
+// tensor is none, and neither is ours.
 #include <ATen/ATen.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
@@ -16,6 +18,7 @@
 #include <optional>
 #include <tuple>
 
+#include "common/dispatch.h"
 #include "common/op_calls.h"
 
 namespace groupnorm_cuda {
@@ -23,23 +26,19 @@ namespace {
 
 using Outputs = OpOutputs;
 
-// float32 copy of a floating tensor of another dtype (whatever its device: the kernel is also
-// exercised on CPU tensors by redispatching to this key in the tests).
-at::Tensor to_float(const at::Tensor& t) {
-  return (t.defined() && at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kFloat &&
-          t.scalar_type() != at::kDouble)
-             ? t.to(at::kFloat)
-             : t;
-}
-std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? std::optional<at::Tensor>(to_float(*t)) : std::nullopt;
+std::optional<at::Tensor> as_float(const std::optional<at::Tensor>& p) {
+  return p.has_value() ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt;
 }
 
+// Runs on whatever device its tensors are on (the tests redispatch CPU tensors to this key).
 Outputs forward_autocast_cuda(const at::Tensor& x, const std::optional<at::Tensor>& w,
                               const std::optional<at::Tensor>& b, int64_t groups, double eps,
-                              c10::string_view act) {
+                              c10::string_view act, std::optional<at::ScalarType> out_dtype) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
-  return call_forward(to_float(x), to_float(w), to_float(b), groups, eps, act);
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  if (x.scalar_type() == at::kDouble) return call_forward(x, w, b, groups, eps, act, out_dtype);
+  return call_forward(x, as_float(w), as_float(b), groups, eps, act,
+                      half ? std::optional<at::ScalarType>(at::kFloat) : out_dtype);
 }
 
 }  // namespace

@@ -11,6 +11,12 @@
 //                      differentiate it again (double backward).
 // mean and rstd are outputs for the backward, not differentiable. groupnorm_cuda::backward
 // itself is a derivative, not differentiated again: its Autograd key falls through.
+//
+// A float32 y of a 16-bit x (out_dtype, autocast on CUDA) gets a float32 grad_out: the node
+// keeps x in its own dtype (no float32 copy lives from the forward to the backward), widens x
+// and the parameters to float32 for the backward call, and returns each gradient in its
+// input's dtype, as autocast's cast of x to float32 would have. (The backward kernels reading
+// the 16-bit x and the float32 grad_out themselves would save those copies: not done yet.)
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -22,6 +28,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/dispatch.h"
 #include "common/op_calls.h"
 
 namespace groupnorm_cuda {
@@ -34,15 +41,25 @@ std::optional<at::Tensor> opt(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
+// x, weight and bias in grad_out's dtype when it is wider than x's (a float32 y of a 16-bit x).
+struct Widened {
+  at::Tensor x, w, b;
+};
+Widened widen(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (dy.scalar_type() == x.scalar_type()) return {x, w, b};
+  return {x.to(dy.scalar_type()), float_param(w), float_param(b)};
+}
+
 // create_graph=True: the gradients of act(group_norm(x) * w + b) through ATen's differentiable
-// ops, for the inputs that need them.
+// ops (the widening casts among them), for the inputs that need them.
 variable_list composite_grads(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                               int64_t groups, double eps, const std::string& act, std::array<bool, 3> need) {
   const std::array<at::Tensor, 3> candidates{x, w, b};
   variable_list inputs;
   for (int i = 0; i < 3; ++i)
     if (need[i]) inputs.push_back(candidates[i]);
-  at::Tensor y = at::group_norm(x, groups, opt(w), opt(b), eps);
+  const Widened f = widen(dy, x, w, b);
+  at::Tensor y = at::group_norm(f.x, groups, opt(f.w), opt(f.b), eps);
   if (act == "silu") y = at::silu(y);
   variable_list grads = torch::autograd::grad({y}, inputs, {dy}, /*retain_graph=*/true, /*create_graph=*/true,
                                               /*allow_unused=*/true);
@@ -78,10 +95,11 @@ struct GroupNormBackward : public torch::autograd::Node {
     if (torch::autograd::GradMode::is_enabled()) {  // create_graph=True
       return composite_grads(grads[0], x, w, b, groups_, eps_, act_, need);
     }
-    auto [dx, dw, db] = call_backward(grads[0], x, mean, rstd, opt(w), opt(b), groups_, act_, need);
-    if (need[0]) out[0] = dx;
-    if (need[1]) out[1] = dw;
-    if (need[2]) out[2] = db;
+    const Widened f = widen(grads[0], x, w, b);
+    auto [dx, dw, db] = call_backward(grads[0], f.x, mean, rstd, opt(f.w), opt(f.b), groups_, act_, need);
+    if (need[0]) out[0] = dx.to(x.scalar_type());
+    if (need[1]) out[1] = dw.to(w.scalar_type());
+    if (need[2]) out[2] = db.to(b.scalar_type());
     return out;
   }
 };
@@ -89,11 +107,11 @@ struct GroupNormBackward : public torch::autograd::Node {
 bool requires_grad(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined() && t->requires_grad(); }
 
 Outputs forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& w, const std::optional<at::Tensor>& b,
-                         int64_t groups, double eps, c10::string_view act) {
+                         int64_t groups, double eps, c10::string_view act, std::optional<at::ScalarType> out_dtype) {
   Outputs out;
   {
     at::AutoDispatchBelowADInplaceOrView guard;  // run the backend kernel, not this one again
-    out = call_forward(x, w, b, groups, eps, act);
+    out = call_forward(x, w, b, groups, eps, act, out_dtype);
   }
   if (!torch::autograd::GradMode::is_enabled() || !(x.requires_grad() || requires_grad(w) || requires_grad(b)))
     return out;  // nothing to differentiate: no graph node

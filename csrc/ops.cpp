@@ -17,10 +17,14 @@
 #include "common/outputs.h"
 
 // Contract
-//   forward(input, weight?, bias?, num_groups, eps, activation) -> (y, mean, rstd)
-//     y has input's shape, dtype and memory format; mean and rstd are (N, num_groups) in
-//     float32 (float64 for float64 input). activation is "none" or "silu":
+//   forward(input, weight?, bias?, num_groups, eps, activation, out_dtype=None) -> (y, mean, rstd)
+//     y has input's shape and memory format, and input's dtype unless out_dtype asks for float32
+//     of a float16 / bfloat16 input (autocast on CUDA, csrc/autocast.cpp: computed from the
+//     16-bit values, never rounded to 16 bits); mean and rstd are (N, num_groups) in float32
+//     (float64 for float64 input). activation is "none" or "silu":
 //     y = act(groupnorm(x) * weight + bias).
+//     The op's autograd (csrc/autograd.cpp) takes the float32 gradient of such a y; the
+//     backward op itself takes a grad_out of input's dtype.
 //   backward(grad_out, input, mean, rstd, weight?, bias?, num_groups, activation, output_mask)
 //     -> (grad_input, grad_weight, grad_bias)
 //     output_mask says which of the three are wanted. grad_input keeps input's memory format;
@@ -51,8 +55,8 @@
 //     shards.
 TORCH_LIBRARY(groupnorm_cuda, m) {
   m.def(
-      "forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation)"
-      " -> (Tensor, Tensor, Tensor)");
+      "forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation,"
+      " ScalarType? out_dtype=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "backward(Tensor grad_out, Tensor input, Tensor mean, Tensor rstd, Tensor? weight, Tensor? bias,"
       " int num_groups, str activation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
@@ -74,10 +78,10 @@ namespace {
 
 Outputs forward_meta(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                      const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
-                     c10::string_view activation) {
+                     c10::string_view activation, std::optional<at::ScalarType> out_dtype) {
   check_forward_inputs(input, opt_ptr(weight), opt_ptr(bias), num_groups);
   (void)parse_activation(activation);
-  return allocate_forward_outputs(input, pick_layout(input), num_groups);
+  return allocate_forward_outputs(input, pick_layout(input), num_groups, forward_out_dtype(input, out_dtype));
 }
 
 Outputs backward_meta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean,

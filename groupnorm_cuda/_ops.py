@@ -1,8 +1,8 @@
 """The functional API over the ops.
 
 The ops are defined in C++ (csrc/ops.cpp) as
-    torch.ops.groupnorm_cuda.forward(input, weight?, bias?, num_groups, eps, activation)
-        -> (y, mean, rstd)
+    torch.ops.groupnorm_cuda.forward(input, weight?, bias?, num_groups, eps, activation,
+                                     out_dtype=None) -> (y, mean, rstd)
     torch.ops.groupnorm_cuda.backward(grad_out, input, mean, rstd, weight?, bias?, num_groups,
                                       activation, output_mask) -> (dx, dweight, dbias)
 with CPU, CUDA, Meta and Autograd kernels registered in C++. The Meta kernels run the

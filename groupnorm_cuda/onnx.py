@@ -11,14 +11,14 @@ PyTorch's dynamo ONNX exporter does not know the op; give it this translation:
 (``groupnorm_cuda.onnx_translation_table()`` is the same function.) This module imports
 onnxscript, which ``import groupnorm_cuda`` does not: the package imports it only when asked.
 
-Two translations of ``forward(input, weight?, bias?, num_groups, eps, activation) -> (y, mean,
-rstd)``:
+Two translations of ``forward(input, weight?, bias?, num_groups, eps, activation, out_dtype=None)
+-> (y, mean, rstd)``:
 
 * default, standard ops of opset 18 and later (any ``opset_version`` the exporter accepts):
   reshape to (N, G, -1), mean, mean of the squared deviations (two passes over the group, the
   numerically safe form, not E[x^2] - E[x]^2), ``1 / sqrt(var + eps)``, the per-channel affine,
   and ``y * Sigmoid(y)`` for ``activation="silu"``. half / bfloat16 inputs are computed in
-  float32 and y is cast back, as the op does; mean and rstd are (N, G) in float32 (float64 for
+  float32 and y is cast back, as the op does (left in float32 when out_dtype asks for it); mean and rstd are (N, G) in float32 (float64 for
   float64 input), the op's outputs;
 * ``group_normalization=True``: ONNX's own ``GroupNormalization`` (opset 21: per-channel scale
   and bias), for runtimes with a fused kernel for it; export with ``opset_version=21`` or later.
@@ -48,9 +48,11 @@ def _make_forward(group_normalization: bool) -> Callable:
     # A trace-only translation: the exporter calls it with symbolic values for the tensors and
     # Python values for num_groups, eps and activation (the op's int, float and str arguments).
     def groupnorm_cuda_forward(input, weight=None, bias=None, num_groups: int = 1, eps: float = 1e-5,
-                               activation: str = "none"):
+                               activation: str = "none", out_dtype=None):
         if activation not in ("none", "silu"):
             raise ValueError(f"groupnorm_cuda ONNX translation: unknown activation {activation!r}")
+        # out_dtype: None or the input's dtype, or float32 (the op has checked which)
+        float_out = out_dtype in (torch.float32, ir.DataType.FLOAT)
         # the op's accumulation type: float64 for float64 input, float32 for every other float type
         acc = ir.DataType.DOUBLE if input.dtype == ir.DataType.DOUBLE else ir.DataType.FLOAT
         x = cast(input, acc)
@@ -77,7 +79,7 @@ def _make_forward(group_normalization: bool) -> Callable:
             y = op.Mul(y, op.Sigmoid(y))
         if not group_normalization:
             y = op.Reshape(y, op.Shape(x))
-        y = cast(y, input.dtype)
+        y = cast(y, ir.DataType.FLOAT if float_out else input.dtype)
         n_g = ints([0, num_groups])
         return y, op.Reshape(mean, n_g), op.Reshape(rstd, n_g)
 

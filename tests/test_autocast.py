@@ -34,9 +34,23 @@ def test_autocast_cpu_follows_nn_groupnorm(xdtype):
     assert rel_err(y, r) < (1e-5 if y.dtype == torch.float32 else 1.6e-2)
 
 
-def test_autocast_cuda_kernel_is_registered_and_casts_to_float32():
+def _reference(x, w, b, groups, act):
+    """float64 group_norm (and SiLU) of the tensors' values, differentiable."""
+    y = F.group_norm(x.double(), groups, w.double() if w is not None else None,
+                     b.double() if b is not None else None, 1e-5)
+    return F.silu(y) if act == "silu" else y
+
+
+def _leaf_of(node, t):
+    """Whether autograd node `node` feeds gradients straight into leaf t (no cast between)."""
+    return any(n is not None and type(n).__name__ == "AccumulateGrad" and n.variable is t
+               for n, _ in node.next_functions)
+
+
+def test_autocast_cuda_kernel_is_registered_and_computes_float32_without_a_copy():
     """The AutocastCUDA kernel, run on CPU tensors by redispatching to its key: float32 output
-    of float32 arithmetic, gradients back to the input in its own dtype."""
+    of float32 arithmetic on the bf16 values, and the op node takes the bf16 x itself (no cast
+    recorded, so no float32 copy kept for the backward); gradients in the inputs' dtypes."""
     assert torch._C._dispatch_has_kernel_for_dispatch_key("groupnorm_cuda::forward", "AutocastCUDA")
     keys = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
     x = torch.randn(2, 8, 5, 5, dtype=torch.float64).to(torch.bfloat16).requires_grad_()
@@ -44,10 +58,86 @@ def test_autocast_cuda_kernel_is_registered_and_casts_to_float32():
     b = torch.randn(8, dtype=torch.bfloat16)
     y, mean, rstd = OP.redispatch(keys, x, w, b, 4, 1e-5, "silu")
     assert y.dtype == mean.dtype == rstd.dtype == torch.float32
-    ref = F.silu(F.group_norm(x.detach().double(), 4, w.double(), b.double(), 1e-5))
-    assert rel_err(y, ref) < 2e-6  # float32 arithmetic on the bf16 values, no bf16 rounding
+    assert rel_err(y, _reference(x.detach(), w, b, 4, "silu")) < 2e-6  # no bf16 rounding of y
+    assert y.grad_fn.name() == "GroupNormBackward" and _leaf_of(y.grad_fn, x)
     y.sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    # a float32 input with bf16 parameters: the parameters are cast, as autocast's policy does
+    y2 = OP.redispatch(keys, x.detach().float(), w, b, 4, 1e-5, "none")[0]
+    assert y2.dtype == torch.float32
+    assert rel_err(y2, _reference(x.detach(), w, b, 4, "none")) < 2e-6
+
+
+# ---------------------------------------------------------------------------------------
+# The op's out_dtype (what the autocast kernel asks for): a float32 y of a 16-bit input.
+
+
+@pytest.mark.parametrize("xdtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("pdtype", ["float32", "input", "none"])
+def test_float_output_of_a_16bit_input(device, xdtype, layout, pdtype):
+    x = torch.randn(2, 8, 5, 6, device=device).to(xdtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pt = {"float32": torch.float32, "input": xdtype, "none": None}[pdtype]
+    w = torch.randn(8, device=device).to(pt) if pt else None
+    b = torch.randn(8, device=device).to(pt) if pt else None
+    y, mean, rstd = OP(x, w, b, 4, 1e-5, "silu", torch.float32)
+    assert y.dtype == torch.float32 and y.shape == x.shape and y.stride() == x.stride()
+    assert rel_err(y, _reference(x, w, b, 4, "silu")) < 2e-6  # never rounded to 16 bits
+    y16, mean16, rstd16 = OP(x, w, b, 4, 1e-5, "silu")
+    assert y16.dtype == xdtype
+    torch.testing.assert_close(mean, mean16, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(rstd, rstd16, rtol=1e-6, atol=0)
+    torch.library.opcheck(OP, (x, w, b, 4, 1e-5, "silu", torch.float32))
+
+
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_out_dtype_of_the_input_is_the_default(xdtype):
+    x = torch.randn(2, 8, 3, 3, dtype=xdtype)
+    for a, b in zip(OP(x, None, None, 4, 1e-5, "none", xdtype), OP(x, None, None, 4, 1e-5, "none")):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("xdtype,out", [(torch.bfloat16, torch.float16), (torch.float16, torch.float64),
+                                        (torch.float32, torch.bfloat16), (torch.float64, torch.float32)])
+@pytest.mark.parametrize("dev", ["cpu", "meta"])
+def test_out_dtype_errors(xdtype, out, dev):
+    x = torch.randn(2, 4, 3, dtype=xdtype, device=dev)
+    with pytest.raises(RuntimeError, match="expected out_dtype to be the input's dtype"):
+        OP(x, None, None, 2, 1e-5, "none", out)
+
+
+@pytest.mark.parametrize("xdtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pdtype", [torch.float32, "input"])
+def test_float_output_gradients(device, xdtype, pdtype):
+    """float32 grad_out of the float32 y: gradients of the float64 reference on the same values,
+    each in its input's dtype; double backward through the same widening."""
+    pt = xdtype if pdtype == "input" else pdtype
+    x = torch.randn(2, 8, 4, 5, device=device).to(xdtype).requires_grad_()
+    w = (1 + 0.5 * torch.randn(8, device=device)).to(pt).requires_grad_()
+    b = torch.randn(8, device=device).to(pt).requires_grad_()
+    y = OP(x, w, b, 4, 1e-5, "silu", torch.float32)[0]
+    assert _leaf_of(y.grad_fn, x)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    _reference(xr, wr, br, 4, "silu").backward(dy.double())
+    assert x.grad.dtype == xdtype and w.grad.dtype == b.grad.dtype == pt
+    ulp = 2.0 ** -8 if xdtype == torch.bfloat16 else 2.0 ** -11  # one rounding to the 16-bit dx
+    assert rel_err(x.grad, xr.grad) < 2 * ulp
+    pulp = 1e-5 if pt == torch.float32 else 2 * ulp
+    assert rel_err(w.grad, wr.grad) < pulp and rel_err(b.grad, br.grad) < pulp
+
+    # create_graph: d/dx of <dx, v>, against the float64 reference's
+    x.grad = None
+    y = OP(x, w, b, 4, 1e-5, "silu", torch.float32)[0]
+    (gx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    v = torch.randn_like(gx, dtype=torch.float32)
+    (ggx,) = torch.autograd.grad((gx.float() * v).sum(), x)
+    (gxr,) = torch.autograd.grad(_reference(xr, wr, br, 4, "silu"), xr, dy.double(), create_graph=True)
+    (ggxr,) = torch.autograd.grad((gxr * v.double()).sum(), xr)
+    assert ggx.dtype == xdtype and rel_err(ggx, ggxr) < 4 * ulp
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
@@ -59,3 +149,8 @@ def test_autocast_cuda_follows_nn_groupnorm(xdtype):
         y, r = ours(x), ref(x)
     assert y.dtype == r.dtype == torch.float32
     assert rel_err(y, r) < 1e-5
+    if xdtype != torch.float32:  # the kernels read the 16-bit x itself: no cast in the graph
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.float16):
+            yg = ours(xg)
+        assert _leaf_of(yg.grad_fn, xg)

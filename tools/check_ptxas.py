@@ -3,7 +3,8 @@
 register spills or a non-empty stack frame.
 
 A generated driver instantiates kernels::launch_forward / launch_backward for every
-(input, parameter) dtype pair, which instantiates every kernel the extension can launch.
+(input, parameter) dtype pair, and the forward with a float output of a 16-bit input, which
+instantiates every kernel the extension can launch.
 
     python tools/check_ptxas.py                  # sm_80 and sm_90
     python tools/check_ptxas.py --arch 80        # one architecture
@@ -27,12 +28,18 @@ DRIVER = r"""
 using namespace groupnorm_cuda;
 using namespace groupnorm_cuda::kernels;
 template <typename T, typename W> void instantiate_all() {
-  ForwardArgs<T, W> fa{};
+  ForwardArgs<T, W, T> fa{};
   BackwardArgs<T, W> ba{};
   plan::ForwardPlan fp;
   plan::BackwardPlan bp;
-  launch_forward<T, W>(fa, fp, nullptr, 0);
+  launch_forward<T, W, T>(fa, fp, nullptr, 0);
   launch_backward<T, W>(ba, bp, nullptr, 0);
+}
+// The forward with a float y of a 16-bit x (autocast's output; group_norm_cuda.cu).
+template <typename T> void instantiate_float_out() {
+  ForwardArgs<T, float, float> fa{};
+  plan::ForwardPlan fp;
+  launch_forward<T, float, float>(fa, fp, nullptr, 0);
 }
 template void instantiate_all<float, float>();
 template void instantiate_all<double, double>();
@@ -40,6 +47,8 @@ template void instantiate_all<__half, __half>();
 template void instantiate_all<__half, float>();
 template void instantiate_all<__nv_bfloat16, __nv_bfloat16>();
 template void instantiate_all<__nv_bfloat16, float>();
+template void instantiate_float_out<__half>();
+template void instantiate_float_out<__nv_bfloat16>();
 """
 
 ENTRY_RE = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")

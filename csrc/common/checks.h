@@ -59,6 +59,18 @@ inline void check_param(const at::Tensor* t, const char* name, const at::Tensor&
               " to have dtype ", xt, half ? " or Float" : "", " (the input's), but got ", t->scalar_type());
 }
 
+// The dtype of forward's y: out_dtype when given, else the input's. out_dtype may be the
+// input's own or, for a float16 / bfloat16 input, float32: autocast's float32 policy on CUDA
+// (csrc/autocast.cpp), which the kernels write from the 16-bit input directly.
+inline at::ScalarType forward_out_dtype(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) {
+  const at::ScalarType xt = x.scalar_type();
+  if (!out_dtype.has_value() || *out_dtype == xt) return xt;
+  TORCH_CHECK(*out_dtype == at::kFloat && (xt == at::kHalf || xt == at::kBFloat16),
+              "groupnorm_cuda.forward: expected out_dtype to be the input's dtype (", xt, ")",
+              xt == at::kHalf || xt == at::kBFloat16 ? " or Float" : "", ", but got ", *out_dtype);
+  return at::kFloat;
+}
+
 // Every check of the forward's arguments (no result: also the Meta kernel's checks).
 // allow_empty_spatial: a shard of a sharded tensor may hold no spatial elements (stats / apply).
 inline void check_forward_inputs(const at::Tensor& x, const at::Tensor* w, const at::Tensor* b, int64_t num_groups,

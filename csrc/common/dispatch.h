@@ -15,6 +15,13 @@ inline at::ScalarType param_dtype(const at::Tensor& x, const at::Tensor* w, cons
   return w ? w->scalar_type() : b ? b->scalar_type() : x.scalar_type();
 }
 
+// A float32 copy of a float16 / bfloat16 parameter (the same tensor otherwise, undefined when
+// absent): a float32 y of a 16-bit input is computed with float32 parameters.
+inline at::Tensor float_param(const at::Tensor& p) {
+  const bool half = p.defined() && (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16);
+  return half ? p.to(at::kFloat) : p;
+}
+
 template <typename F>
 void dispatch_types(at::ScalarType xt, at::ScalarType wt, const F& f) {
   switch (xt) {

@@ -15,12 +15,14 @@ namespace groupnorm_cuda {
 using OpOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 inline OpOutputs call_forward(const at::Tensor& x, const std::optional<at::Tensor>& w,
-                              const std::optional<at::Tensor>& b, int64_t groups, double eps, c10::string_view act) {
+                              const std::optional<at::Tensor>& b, int64_t groups, double eps, c10::string_view act,
+                              std::optional<at::ScalarType> out_dtype) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("groupnorm_cuda::forward", "")
                        .typed<OpOutputs(const at::Tensor&, const std::optional<at::Tensor>&,
-                                        const std::optional<at::Tensor>&, int64_t, double, c10::string_view)>();
-  return op.call(x, w, b, groups, eps, act);
+                                        const std::optional<at::Tensor>&, int64_t, double, c10::string_view,
+                                        std::optional<at::ScalarType>)>();
+  return op.call(x, w, b, groups, eps, act, out_dtype);
 }
 
 inline OpOutputs call_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,

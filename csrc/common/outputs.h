@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <array>
+#include <optional>
 #include <tuple>
 
 #include "common/problem.h"
@@ -48,10 +49,12 @@ inline at::ScalarType stats_dtype(at::ScalarType x_dtype) {
   return x_dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// y in x's dtype and layout; mean and rstd (N, G) in stats_dtype.
-inline Outputs allocate_forward_outputs(const at::Tensor& x, Layout layout, int64_t num_groups) {
+// y in x's layout and y_dtype (forward_out_dtype: x's unless the forward was asked for float32);
+// mean and rstd (N, G) in stats_dtype.
+inline Outputs allocate_forward_outputs(const at::Tensor& x, Layout layout, int64_t num_groups,
+                                        std::optional<at::ScalarType> y_dtype = std::nullopt) {
   const auto opts = x.options().dtype(stats_dtype(x.scalar_type()));
-  return {empty_in_layout(x, layout, x.scalar_type()), at::empty_symint({x.sym_size(0), num_groups}, opts),
+  return {empty_in_layout(x, layout, y_dtype.value_or(x.scalar_type())), at::empty_symint({x.sym_size(0), num_groups}, opts),
           at::empty_symint({x.sym_size(0), num_groups}, opts)};
 }
 

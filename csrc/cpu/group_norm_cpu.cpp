@@ -182,10 +182,17 @@ void run_forward(const Problem& prob, const ForwardTensors& t, at::ScalarType wt
 
 Outputs forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                     const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
-                    c10::string_view activation) {
+                    c10::string_view activation, std::optional<at::ScalarType> out_dtype) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
   check_forward_inputs(input, w, b, num_groups);
+  if (forward_out_dtype(input, out_dtype) != input.scalar_type()) {
+    // A float32 y of a 16-bit input: the float32 kernels on a float32 copy (the same values).
+    // Autocast on the CPU never asks for it (group_norm is on none of its lists, autocast.cpp);
+    // the CUDA kernels read the 16-bit input themselves.
+    auto as_float = [](const at::Tensor* p) { return p ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt; };
+    return forward_cpu(input.to(at::kFloat), as_float(w), as_float(b), num_groups, eps, activation, std::nullopt);
+  }
   const Problem prob = make_problem(input, num_groups, activation);
   const ForwardTensors t{to_layout(input, prob.layout), contiguous_or_undefined(w), contiguous_or_undefined(b), eps};
   Outputs out = allocate_forward_outputs(t.x, prob.layout, num_groups);

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -93,44 +94,65 @@ struct ForwardParts {
   at::Tensor* moments_out = nullptr;
 };
 
+// The kernels of element types T (x), W (parameters), O (y) on x in the kernels' layout.
+template <typename T, typename W, typename O>
+void launch_forward_typed(const plan::DeviceProblem& dprob, const at::Tensor& x, const at::Tensor& wc,
+                          const at::Tensor& bc, double eps, Outputs& out, const ForwardParts& parts,
+                          cudaStream_t stream) {
+  using A = acc_t<T>;
+  const bool normalize = parts.part != plan::Part::Stats;
+  kernels::ForwardArgs<T, W, O> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
+                                  mutable_or_null<O>(std::get<0>(out), normalize),
+                                  mutable_or_null<A>(std::get<1>(out), normalize),
+                                  mutable_or_null<A>(std::get<2>(out), normalize), eps};
+  a.moments_out = parts.moments_out ? parts.moments_out->data_ptr<double>() : nullptr;
+  a.moments_in = parts.moments_in ? parts.moments_in->data_ptr<double>() : nullptr;
+  const plan::ForwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_forward(dprob)
+                                                               : plan::plan_forward_part(dprob, parts.part);
+  const plan::ForwardPlan fp = kernels::fit_forward_plan(a, p0);
+  at::Tensor ws;
+  kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
+}
+
 // x in the kernels' layout, parameters contiguous (undefined when absent); out from
-// allocate_forward_outputs (unused by Stats).
+// allocate_forward_outputs (unused by Stats). A float32 y of a 16-bit x (forward_out_dtype)
+// takes float32 parameters (wt == kFloat: the caller converts 16-bit ones, C values).
 void run_forward(const Problem& prob, const at::Tensor& x, const at::Tensor& wc, const at::Tensor& bc,
                  at::ScalarType wt, double eps, Outputs& out, const ForwardParts& parts) {
   const plan::DeviceProblem dprob = on_device(prob, x);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  const bool normalize = parts.part != plan::Part::Stats;
+  const bool y_float = parts.part != plan::Part::Stats && std::get<0>(out).scalar_type() != x.scalar_type();
+  TORCH_INTERNAL_ASSERT(!y_float || wt == at::kFloat, "groupnorm_cuda: a float32 y takes float32 parameters");
   dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
     using T = cuda_t<T0>;
     using W = cuda_t<W0>;
-    using A = acc_t<T>;
-    kernels::ForwardArgs<T, W> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
-                                 mutable_or_null<T>(std::get<0>(out), normalize),
-                                 mutable_or_null<A>(std::get<1>(out), normalize),
-                                 mutable_or_null<A>(std::get<2>(out), normalize), eps};
-    a.moments_out = parts.moments_out ? parts.moments_out->data_ptr<double>() : nullptr;
-    a.moments_in = parts.moments_in ? parts.moments_in->data_ptr<double>() : nullptr;
-    const plan::ForwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_forward(dprob)
-                                                                 : plan::plan_forward_part(dprob, parts.part);
-    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, p0);
-    at::Tensor ws;
-    kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
+    if constexpr (sizeof(T) == 2 && std::is_same_v<W, float>) {
+      if (y_float) return launch_forward_typed<T, W, float>(dprob, x, wc, bc, eps, out, parts, stream);
+    }
+    launch_forward_typed<T, W, T>(dprob, x, wc, bc, eps, out, parts, stream);
   });
 }
 
 Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                      const std::optional<at::Tensor>& bias, int64_t num_groups, double eps,
-                     c10::string_view activation) {
+                     c10::string_view activation, std::optional<at::ScalarType> out_dtype) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
   check_forward_inputs(input, w, b, num_groups);
+  const at::ScalarType yt = forward_out_dtype(input, out_dtype);
   const Problem prob = make_problem(input, num_groups, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = to_layout(input, prob.layout);
-  Outputs out = allocate_forward_outputs(x, prob.layout, num_groups);
+  Outputs out = allocate_forward_outputs(x, prob.layout, num_groups, yt);
   if (prob.N == 0) return out;
-  run_forward(prob, x, contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), eps, out,
-              ForwardParts{});
+  at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
+  at::ScalarType wt = param_dtype(x, w, b);
+  if (yt != x.scalar_type()) {  // a float32 y of the 16-bit x: float32 parameters
+    wc = float_param(wc);
+    bc = float_param(bc);
+    wt = at::kFloat;
+  }
+  run_forward(prob, x, wc, bc, wt, eps, out, ForwardParts{});
   return out;
 }
 

@@ -121,6 +121,7 @@ struct Case {
   // Empty: the fused ops. Else the split ops (split_harness.h) over shards of these spatial
   // lengths (summing to HxW; 0: an empty shard), the statistics merged between them.
   std::vector<int64_t> shards = {};
+  bool ofloat = false;  // y in float (O = float) with a 16-bit x and W = float: autocast's output
 };
 
 static int g_failures = 0;
@@ -134,15 +135,16 @@ static const char* sched_name(P::Schedule s) {
 }
 
 // The kernel a plan entry names, instantiated here independently of the launcher (vec: the
-// vector width of the plan; the Rows kernels exist for vectorized plans only).
-template <typename T, typename W, int V>
+// vector width of the plan; the Rows kernels exist for vectorized plans only; O: the forward's
+// output type).
+template <typename T, typename W, typename O, int V>
 const void* kernel_of_v(P::Kernel id) {
   auto fn = [](auto f) { return reinterpret_cast<const void*>(f); };
   switch (id) {
-    case P::Kernel::FwdOnChip: return fn(&K::gn_fwd_onchip<T, W, V>);
+    case P::Kernel::FwdOnChip: return fn(&K::gn_fwd_onchip<T, W, O, V>);
     case P::Kernel::FwdStats: return fn(&K::gn_fwd_stats<T, V>);
-    case P::Kernel::FwdApply: return fn(&K::gn_fwd_apply<T, W, V>);
-    case P::Kernel::FwdFinalize: return fn(&K::gn_fwd_finalize<T, W>);
+    case P::Kernel::FwdApply: return fn(&K::gn_fwd_apply<T, W, O, V>);
+    case P::Kernel::FwdFinalize: return fn(&K::gn_fwd_finalize<T, W, O>);
     case P::Kernel::BwdOnChip: return fn(&K::gn_bwd_onchip<T, W, V>);
     case P::Kernel::BwdSiluR: return fn(&K::gn_bwd_silu_r<T, W>);
     case P::Kernel::BwdSumsNchw: return fn(&K::gn_bwd_sums_nchw<T, W, V>);
@@ -151,17 +153,17 @@ const void* kernel_of_v(P::Kernel id) {
     case P::Kernel::BwdParams: return fn(&K::gn_bwd_params<T, W>);
     case P::Kernel::BwdDx: return fn(&K::gn_bwd_dx<T, W, V>);
     case P::Kernel::SplitMoments: return fn(&K::gn_split_moments<T>);
-    case P::Kernel::SplitGiven: return fn(&K::gn_split_given<T, W>);
+    case P::Kernel::SplitGiven: return fn(&K::gn_split_given<T, W, O>);
     default: break;
   }
   if constexpr (V > 1) {
     switch (id) {
       case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
-      case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, V>);
-      case P::Kernel::FwdBundle: return fn(&K::gn_fwd_bundle<T, W, V>);
+      case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, O, V>);
+      case P::Kernel::FwdBundle: return fn(&K::gn_fwd_bundle<T, W, O, V>);
       case P::Kernel::BwdBundle: return fn(&K::gn_bwd_bundle<T, W, V>);
       case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, V>);
-      case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, V>);
+      case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, O, V>);
       case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
       case P::Kernel::BwdDxRows: return fn(&K::gn_bwd_dx_rows<T, W, V>);
       default: break;
@@ -169,10 +171,10 @@ const void* kernel_of_v(P::Kernel id) {
   }
   return nullptr;
 }
-template <typename T, typename W>
+template <typename T, typename W, typename O>
 const void* kernel_of(P::Kernel id, int64_t vec) {
   constexpr int VF = static_cast<int>(16 / sizeof(T));
-  return vec == 1 ? kernel_of_v<T, W, 1>(id) : kernel_of_v<T, W, VF>(id);
+  return vec == 1 ? kernel_of_v<T, W, O, 1>(id) : kernel_of_v<T, W, O, VF>(id);
 }
 
 // max that keeps a NaN (std::max(a, NaN) returns a: a NaN output would vanish from the error).
@@ -229,7 +231,7 @@ template <typename T> P::DeviceProblem device_problem(const Case& cs, int64_t hw
 // The launcher must run the planned launches (a launch and the vector width of its plan) in
 // order, each kernel with the plan's grid, block, dynamic shared memory and cluster: compares
 // with the SIMT launch log from entry `from` on; appends the kernel names to `kern`.
-template <typename T, typename W>
+template <typename T, typename W, typename O>
 void check_launch_log(const std::vector<std::pair<const P::Launch*, int64_t>>& planned, size_t from,
                       std::string& why, std::vector<std::string>& kern) {
   const std::vector<simt::LaunchRecord>& ran = simt::launch_log();
@@ -239,7 +241,7 @@ void check_launch_log(const std::vector<std::pair<const P::Launch*, int64_t>>& p
     kern.push_back(l.kernel);
     if (from + i >= ran.size()) continue;
     const simt::LaunchRecord& r = ran[from + i];
-    if (r.kernel != kernel_of<T, W>(l.id, planned[i].second)) why += " launcher:kernel:" + l.kernel;
+    if (r.kernel != kernel_of<T, W, O>(l.id, planned[i].second)) why += " launcher:kernel:" + l.kernel;
     if (r.grid.x != l.grid[0] || r.grid.y != l.grid[1] || r.grid.z != l.grid[2]) why += " launcher:grid:" + l.kernel;
     if (r.block.x != l.block[0] || r.block.y != l.block[1] || r.block.z != l.block[2])
       why += " launcher:block:" + l.kernel;
@@ -255,8 +257,8 @@ struct Errors {
   double y = 0, mean = 0, rstd = 0, dx = 0, dw = 0, db = 0;
 };
 
-template <typename T, typename W>
-Errors reference_errors(const CaseData<T, W>& d, const T* y, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dx,
+template <typename T, typename W, typename O>
+Errors reference_errors(const CaseData<T, W>& d, const O* y, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dx,
                         const W* dw, const W* db) {
   const Case& cs = d.cs;
   const int64_t N = d.N, C = d.C, HxW = d.HxW, G = d.G, D = d.D, M = d.M;
@@ -321,11 +323,12 @@ Errors reference_errors(const CaseData<T, W>& d, const T* y, const acc_t<T>* mea
   return r;
 }
 
-// The outputs over their tolerances (NaN fails too: !(err <= tol)), appended to `why`.
-template <typename T, typename W> void judge(const Errors& e, std::string& why) {
+// The outputs over their tolerances (NaN fails too: !(err <= tol)), appended to `why`. y is
+// judged by its own type O: a float y of a 16-bit x must not carry a 16-bit rounding.
+template <typename T, typename W, typename O> void judge(const Errors& e, std::string& why) {
   const double tT = tol_of<T>(), tA = tol_of<acc_t<T>>(), tW = tol_of<W>();
   auto bad = [](double err, double tol) { return !(err <= tol); };
-  if (bad(e.y, tT)) why += " y";
+  if (bad(e.y, tol_of<O>())) why += " y";
   if (bad(e.mean, tA)) why += " mean";
   if (bad(e.rstd, tA)) why += " rstd";
   if (bad(e.dx, tT)) why += " dx";

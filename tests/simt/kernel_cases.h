@@ -261,6 +261,34 @@ static std::vector<Case> make_cases() {
   add("f32_big_auto_onchip256_nchw", DT::F32, false, 2, 32, 128, 4, false, true, true, true, AUTO, T_ASAN,
       [] { Expect e; e.fwd_sched = 0; e.bwd_sched = 0; e.min_block = 256; return e; }(), ALL, 0, 1, false, 1);
 
+  // y in float from a 16-bit x (O = float, W = float: the CUDA glue's autocast path, which reads
+  // the 16-bit input and writes autocast's float32 output without a float32 copy of x): every
+  // forward schedule, both layouts, SiLU, the 32-byte output vectors (two 16-byte stores), the
+  // scalar paths and the misaligned re-plan. y is judged at float's tolerance: a 16-bit rounding
+  // of y fails.
+  {
+    P::Overrides c3; c3.schedule = P::Schedule::Cluster; c3.splits = 3;
+    P::Overrides c4 = c3; c4.splits = 4;
+    P::Overrides b2; b2.schedule = P::Schedule::Bundle; b2.splits = 2;
+    Expect eC; eC.fwd_sched = 3; eC.bwd_sched = 3; eC.vec = 2;
+    Expect eR; eR.fwd_sched = 2; eR.bwd_sched = 2;
+    Expect eB; eB.fwd_sched = 4; eB.bwd_sched = 4; eB.splits_gt1 = true;
+    auto of32 = [&](const std::string& name, DT dt, int64_t N, int64_t C, int64_t HxW, int64_t G, bool cl, bool silu,
+                    bool hw, bool hb, P::Overrides ov, unsigned tags, Expect ex, bool mis = false) {
+      add(name, dt, true, N, C, HxW, G, cl, silu, hw, hb, ov, tags, ex, ALL, 0.0, 1.0, mis);
+      v.back().ofloat = true;
+    };
+    of32("bf16of32_onchip3_silu_nchw", DT::BF16, 3, 32, 16, 4, false, true, true, true, ON3, Q | T_TSAN, vecd(eON3));
+    of32("f16of32_onchip1_nhwc", DT::F16, 2, 16, 16, 2, true, false, true, false, ON1, Q | T_ASAN, vecd(eON1));
+    of32("bf16of32_split_nhwc", DT::BF16, 2, 16, 64, 2, true, false, true, true, SPLIT, Q | T_ASAN, vecd(eSP));
+    of32("f16of32_split_vec1_silu_nchw", DT::F16, 2, 16, 64, 2, false, true, false, true, SPLIT_S, Q, scal(eSP));
+    of32("bf16of32_hw63_split_nhwc", DT::BF16, 2, 9, 63, 3, true, true, true, true, SPLIT, Q, scal(eSP));
+    of32("bf16of32_flat49_cluster3_silu_nchw", DT::BF16, 2, 32, 49, 4, false, true, true, true, c3, Q | T_TSAN, eC);
+    of32("f16of32_cluster4_silu_nhwc", DT::F16, 2, 32, 64, 2, true, true, true, true, c4, Q, eC);
+    of32("bf16of32_rows3_silu_nhwc", DT::BF16, 2, 40, 18, 4, true, true, true, true, ov_rows(3), Q | T_ASAN, eR);
+    of32("f16of32_bundle2_nhwc", DT::F16, 2, 40, 16, 4, true, false, true, false, b2, Q | T_TSAN, eB);
+    of32("bf16of32_misaligned_onchip_nchw", DT::BF16, 2, 16, 24, 4, false, true, true, true, ON1, Q | T_ASAN, eON1, true);
+  }
   // fp64 / fp16 / bf16 (W = T and W = float).
   struct DCase { const char* n; DT dt; bool wf; };
   const DCase dts[] = {{"f64", DT::F64, false}, {"f16", DT::F16, false}, {"f16wf32", DT::F16, true},

@@ -41,7 +41,7 @@
 #include "split_harness.h"
 
 
-template <typename T, typename W>
+template <typename T, typename W, typename O>
 static void run_case(const Case& cs) {
   using A = groupnorm_cuda::acc_t<T>;
   const int64_t N = cs.N, C = cs.C, G = cs.G;
@@ -52,14 +52,15 @@ static void run_case(const Case& cs) {
 
   CaseData<T, W> d(cs, mis);
   const size_t numel = d.numel;
-  Buf<T> y(numel, mis), dx(want_dx ? numel : 0, want_dx ? mis : 0);
+  Buf<O> y(numel, mis);
+  Buf<T> dx(want_dx ? numel : 0, want_dx ? mis : 0);
   Buf<W> dw(want_dw ? C : 0), db(want_db ? C : 0);
   Buf<A> mean(N * G), rstd(N * G);
 
   // ---------------------------------------------------------------- plan + launch (the real API)
   const P::DeviceProblem pb = device_problem<T>(cs, cs.HxW);
   simt::set_device_max_cluster(cs.device_cluster);
-  K::ForwardArgs<T, W> fa{d.x.p, d.w.p, d.b.p, y.p, mean.p, rstd.p, 1e-5};
+  K::ForwardArgs<T, W, O> fa{d.x.p, d.w.p, d.b.p, y.p, mean.p, rstd.p, 1e-5};
   const P::ForwardPlan fp0 = P::plan_forward(pb, cs.ov);
   const P::ForwardPlan fp = K::fit_forward_plan(fa, fp0);
   std::string why;
@@ -95,12 +96,12 @@ static void run_case(const Case& cs) {
     planned.push_back({&l, bp.vec});
   }
   std::vector<std::string> kern;
-  check_launch_log<T, W>(planned, 0, why, kern);
+  check_launch_log<T, W, O>(planned, 0, why, kern);
 
   // ---------------------------------------------------------------- reference (long double)
-  const Errors er = reference_errors<T, W>(d, y.p, mean.p, rstd.p, want_dx ? dx.p : nullptr, want_dw ? dw.p : nullptr,
+  const Errors er = reference_errors<T, W, O>(d, y.p, mean.p, rstd.p, want_dx ? dx.p : nullptr, want_dw ? dw.p : nullptr,
                                            want_db ? db.p : nullptr);
-  judge<T, W>(er, why);
+  judge<T, W, O>(er, why);
   const double ry = er.y, rx = er.dx, rw = er.dw, rb = er.db, tT = tol_of<T>();
 
   // ---------------------------------------------------------------- plan expectations (coverage)
@@ -122,7 +123,7 @@ static void run_case(const Case& cs) {
   if (e.samples && (bp.schedule != P::Schedule::OnChip || bp.samples_per_block != e.samples)) why += " plan:samples";
 
   Fnv h;
-  h.add(y.p, numel * sizeof(T));
+  h.add(y.p, numel * sizeof(O));
   h.add(mean.p, N * G * sizeof(A));
   h.add(rstd.p, N * G * sizeof(A));
   if (want_dx) h.add(dx.p, numel * sizeof(T));
@@ -150,7 +151,7 @@ static void run_case(const Case& cs) {
 
 // The fused ops, or the split ops over the case's shards.
 template <typename T, typename W> static void run(const Case& cs) {
-  if (cs.shards.empty()) run_case<T, W>(cs);
+  if (cs.shards.empty()) run_case<T, W, T>(cs);
   else run_split_case<T, W>(cs);
 }
 
@@ -159,8 +160,13 @@ static void dispatch(const Case& cs) {
     case DT::F32: return run<float, float>(cs);
 #if !defined(SIMT_HARNESS_F32_ONLY)
     case DT::F64: return run<double, double>(cs);
-    case DT::F16: return cs.wfloat ? run<__half, float>(cs) : run<__half, __half>(cs);
-    case DT::BF16: return cs.wfloat ? run<__nv_bfloat16, float>(cs) : run<__nv_bfloat16, __nv_bfloat16>(cs);
+    // y in float (autocast's output, the fused ops only): W = float, as the CUDA glue passes it
+    case DT::F16:
+      if (cs.ofloat) return run_case<__half, float, float>(cs);
+      return cs.wfloat ? run<__half, float>(cs) : run<__half, __half>(cs);
+    case DT::BF16:
+      if (cs.ofloat) return run_case<__nv_bfloat16, float, float>(cs);
+      return cs.wfloat ? run<__nv_bfloat16, float>(cs) : run<__nv_bfloat16, __nv_bfloat16>(cs);
 #else
     default:
       std::printf("CASE %-34s SKIP (built with SIMT_HARNESS_F32_ONLY)\n", cs.name.c_str());

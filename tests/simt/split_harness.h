@@ -76,14 +76,14 @@ static void run_split_case(const Case& cs) {
   for (const Shard<T>& s : sh)
     if (s.hw > show->hw) show = &s;
   // Runs one part on a shard: the plan (refitted), its workspace, the launches, the log check.
-  auto run_fwd = [&](const K::ForwardArgs<T, W>& a, const Shard<T>& s, P::Part part) {
+  auto run_fwd = [&](const K::ForwardArgs<T, W, T>& a, const Shard<T>& s, P::Part part) {
     const P::ForwardPlan fp = K::fit_forward_plan(a, P::plan_forward_part(device_problem<T>(cs, s.hw), part, cs.ov));
     Buf<unsigned char> ws(K::forward_workspace_bytes(fp));
     const size_t from = simt::launch_log().size();
     K::launch_forward(a, fp, ws.p, nullptr);
     std::vector<std::pair<const P::Launch*, int64_t>> planned;
     for (const auto& l : fp.launches) planned.push_back({&l, fp.vec});
-    check_launch_log<T, W>(planned, from, why, kern);
+    check_launch_log<T, W, T>(planned, from, why, kern);
     if (part == P::Part::Apply && &s == show) fp_show = fp;
   };
   auto run_bwd = [&](const K::BackwardArgs<T, W>& a, const Shard<T>& s, P::Part part) {
@@ -94,7 +94,7 @@ static void run_split_case(const Case& cs) {
     std::vector<std::pair<const P::Launch*, int64_t>> planned;
     for (const auto& l : bp.launches)
       if (l.id != P::Kernel::BwdParams || cs.hasw || cs.hasb) planned.push_back({&l, bp.vec});
-    check_launch_log<T, W>(planned, from, why, kern);
+    check_launch_log<T, W, T>(planned, from, why, kern);
     if (part == P::Part::Dx && &s == show) bp_show = bp;
   };
   const auto t0 = std::chrono::steady_clock::now();
@@ -103,7 +103,7 @@ static void run_split_case(const Case& cs) {
   std::vector<const double*> parts;
   for (Shard<T>& s : sh) {
     if (s.hw > 0) {
-      K::ForwardArgs<T, W> a{s.x.p, nullptr, nullptr, nullptr, nullptr, nullptr, 0.0};
+      K::ForwardArgs<T, W, T> a{s.x.p, nullptr, nullptr, nullptr, nullptr, nullptr, 0.0};
       a.moments_out = s.mom.p;
       run_fwd(a, s, P::Part::Stats);
     }
@@ -112,7 +112,7 @@ static void run_split_case(const Case& cs) {
   Buf<double> merged(4 * NG);
   merge_in_order(parts, NG, merged.p);
   for (Shard<T>& s : sh) {
-    K::ForwardArgs<T, W> a{s.x.p, d.w.p, d.b.p, s.y.p, s.mean.p, s.rstd.p, 1e-5};
+    K::ForwardArgs<T, W, T> a{s.x.p, d.w.p, d.b.p, s.y.p, s.mean.p, s.rstd.p, 1e-5};
     a.moments_in = merged.p;
     run_fwd(a, s, P::Part::Apply);
   }
@@ -166,9 +166,9 @@ static void run_split_case(const Case& cs) {
     if (cs.hasw) dw.p[c] = to_t<W>(tot_w[c]);
     if (cs.hasb) db.p[c] = to_t<W>(tot_b[c]);
   }
-  const Errors er = reference_errors<T, W>(d, y.p, sh[0].mean.p, sh[0].rstd.p, dx.p, cs.hasw ? dw.p : nullptr,
+  const Errors er = reference_errors<T, W, T>(d, y.p, sh[0].mean.p, sh[0].rstd.p, dx.p, cs.hasw ? dw.p : nullptr,
                                            cs.hasb ? db.p : nullptr);
-  judge<T, W>(er, why);
+  judge<T, W, T>(er, why);
   const P::ForwardPlan& fp = fp_show;
   const P::BackwardPlan& bp = bp_show;
   const Expect& e = cs.ex;

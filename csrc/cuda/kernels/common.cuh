@@ -97,20 +97,30 @@ template <typename T, int V> __device__ inline Vec<T, V> load_vec(const T* __res
   return v;
 }
 // Stores of 16 bytes are written as one st.global.v4: from C++ (an aggregate, or even a uint4
-// filled by memcpy) nvcc emitted four 4-byte STG.E (tools/check_sass.py checks this).
+// filled by memcpy) nvcc emitted four 4-byte STG.E (tools/check_sass.py checks this). A wider
+// vector (a float output of a 16-bit input's 8 elements, FwdParams' O) is two such stores:
+// p + off is aligned to the input's vector, so to 32 bytes of the output.
 template <typename T, int V> __device__ inline void store_vec(T* __restrict__ p, int64_t off, const Vec<T, V>& v) {
+  if constexpr (sizeof(Vec<T, V>) > 16) {
+    constexpr int H = V / 2;
+    Vec<T, H> half[2];
+    memcpy(half, &v, sizeof(v));
+    store_vec<T, H>(p, off, half[0]);
+    store_vec<T, H>(p, off + H, half[1]);
+  } else {
 #if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(Vec<T, V>) == 16) {
-    uint32_t w[4];
-    memcpy(w, &v, 16);
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p + off), "r"(w[0]), "r"(w[1]), "r"(w[2]),
-                 "r"(w[3]));
-    return;
-  }
+    if constexpr (sizeof(Vec<T, V>) == 16) {
+      uint32_t w[4];
+      memcpy(w, &v, 16);
+      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p + off), "r"(w[0]), "r"(w[1]), "r"(w[2]),
+                   "r"(w[3]));
+      return;
+    }
 #endif
-  raw_t<T, V> r;
-  memcpy(&r, &v, sizeof(r));
-  *reinterpret_cast<raw_t<T, V>*>(p + off) = r;
+    raw_t<T, V> r;
+    memcpy(&r, &v, sizeof(r));
+    *reinterpret_cast<raw_t<T, V>*>(p + off) = r;
+  }
 }
 
 // Bytes in flight: the on-chip kernels stream a group from global memory in batches of

@@ -27,11 +27,13 @@
 namespace groupnorm_cuda {
 namespace kernels {
 
-template <typename T, typename W> struct FwdParams {
+// O: y's element type, T (the op's default) or float for a 16-bit T (the output dtype of
+// autocast's float32 policy, written directly instead of from a float32 copy of x).
+template <typename T, typename W, typename O> struct FwdParams {
   const T* x;
   const W* weight;  // nullable
   const W* bias;    // nullable
-  T* y;
+  O* y;
   acc_t<T>* mean;
   acc_t<T>* rstd;
   acc_t<T>* ws;  // partials [NG][splits][3]
@@ -49,12 +51,12 @@ template <typename T, typename W> struct FwdParams {
 // Normalizes the vector whose first element is at (row, col) of group g (the walk's view):
 // y = ((x - s) - m) * (rstd * w) + b. NCHW: channel `row`, the vector's tail in the next
 // channel where a flat group's vector crosses the end of the row.
-template <typename T, typename W, int V>
-__device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, V>& v, int64_t g, int64_t row,
+template <typename T, typename W, typename O, int V>
+__device__ inline Vec<O, V> fwd_epilogue(const FwdParams<T, W, O>& p, const Vec<T, V>& v, int64_t g, int64_t row,
                                          int64_t col, acc_t<T> s, acc_t<T> m, acc_t<T> rstd) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
-  Vec<T, V> out;
+  Vec<O, V> out;
   if (!geo.channels_last) {
     const int64_t c = g * geo.D + row;
     const A a = p.weight ? rstd * to_acc(p.weight[c]) : rstd;
@@ -69,7 +71,7 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
       const bool next = col + j >= geo.HxW;
       A z = ((to_acc(v.v[j]) - s) - m) * (next ? a1 : a) + (next ? b1 : b);
       if (p.silu) z = gn_silu(z);
-      out.v[j] = from_acc<T>(z);
+      out.v[j] = from_acc<O>(z);
     }
   } else {
     const int64_t c0 = g * geo.D + col;
@@ -79,7 +81,7 @@ __device__ inline Vec<T, V> fwd_epilogue(const FwdParams<T, W>& p, const Vec<T, 
       const A b = p.bias ? to_acc(p.bias[c0 + j]) : A(0);
       A z = ((to_acc(v.v[j]) - s) - m) * a + b;
       if (p.silu) z = gn_silu(z);
-      out.v[j] = from_acc<T>(z);
+      out.v[j] = from_acc<O>(z);
     }
   }
   return out;
@@ -119,16 +121,16 @@ __device__ inline Welford<acc_t<T>> park_x(const T* __restrict__ x, const Geomet
 }
 
 // y of this thread's vectors from the tile.
-template <typename T, typename W, int V>
-__device__ inline void tile_epilogue(const FwdParams<T, W>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
+template <typename T, typename W, typename O, int V>
+__device__ inline void tile_epilogue(const FwdParams<T, W, O>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
                                      int64_t origin, int lt, int tpg, const Vec<T, V>* tile, acc_t<T> s, acc_t<T> m,
                                      acc_t<T> rstd) {
   const Geometry& geo = p.geo;
   Walk w;
   w.init(V * (e_begin + lt), V * tpg, geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-    const Vec<T, V> out = fwd_epilogue<T, W, V>(p, load_tile<T, V>(tile, e - origin), g, w.row, w.col, s, m, rstd);
-    store_vec<T, V>(p.y, base + w.row * geo.RS + w.col, out);
+    const Vec<O, V> out = fwd_epilogue<T, W, O, V>(p, load_tile<T, V>(tile, e - origin), g, w.row, w.col, s, m, rstd);
+    store_vec<O, V>(p.y, base + w.row * geo.RS + w.col, out);
     w.advance();
   }
 }
@@ -137,8 +139,8 @@ __device__ inline void tile_epilogue(const FwdParams<T, W>& p, int64_t g, int64_
 // whole SM's worth of shared memory, but smaller groups keep two resident.
 constexpr int kFwdOnChipMaxThreads = 512;
 
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   __shared__ A red[3][32];
   const Geometry& geo = p.geo;
@@ -156,7 +158,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdPara
     p.mean[gs.ng] = s + m;
     p.rstd[gs.ng] = rstd;
   }
-  tile_epilogue<T, W, V>(p, gs.ng % geo.G, base, gs.e_begin, gs.e_end, 0, gs.lt, p.sched.tpg, tile, s, m, rstd);
+  tile_epilogue<T, W, O, V>(p, gs.ng % geo.G, base, gs.e_begin, gs.e_end, 0, gs.lt, p.sched.tpg, tile, s, m, rstd);
 }
 
 // gn_fwd_cluster (sm_90): one group per thread-block cluster of `splits` CTAs, for groups too
@@ -167,8 +169,8 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 2) gn_fwd_onchip(FwdPara
 // same bits), then normalizes its chunk from shared memory: 1R + 1W. A last cluster.sync()
 // keeps each CTA's shared memory alive until its peers have read it.
 // Dynamic shared memory: common/cluster_layout.h.
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int64_t cs = p.sched.splits;
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(kFwdOnChipMaxThreads, 1) gn_fwd_cluster(FwdPar
     p.mean[ng] = s + m;
     p.rstd[ng] = rstd;
   }
-  tile_epilogue<T, W, V>(p, ng % geo.G, base, e_begin, e_end, e_begin, lt, tpg, tile, s, m, rstd);
+  tile_epilogue<T, W, O, V>(p, ng % geo.G, base, e_begin, e_end, e_begin, lt, tpg, tile, s, m, rstd);
   gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }
 
@@ -241,8 +243,8 @@ __global__ void gn_fwd_stats(const T* __restrict__ x, acc_t<T>* __restrict__ ws,
   }
 }
 
-template <typename T, typename W, int V>
-__global__ void gn_fwd_apply(FwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_fwd_apply(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const GroupSlot gs = slot_of(p.sched, geo);
@@ -269,7 +271,7 @@ __global__ void gn_fwd_apply(FwdParams<T, W> p) {
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.sched.tpg) {
     const int64_t off = base + w.row * geo.RS + w.col;
     const Vec<T, V> v = load_vec<T, V>(p.x, off);
-    store_vec<T, V>(p.y, off, fwd_epilogue<T, W, V>(p, v, g, w.row, w.col, s, m, rstd));
+    store_vec<O, V>(p.y, off, fwd_epilogue<T, W, O, V>(p, v, g, w.row, w.col, s, m, rstd));
     w.advance();
   }
 }
@@ -331,8 +333,8 @@ __global__ void gn_fwd_stats_rows(const T* __restrict__ x, acc_t<T>* __restrict_
 
 // One warp per group (n, g): merges the pieces in order, writes mean / rstd and (s, m, rstd)
 // of the shifted data for gn_fwd_apply_rows.
-template <typename T, typename W>
-__global__ void gn_fwd_finalize(FwdParams<T, W> p) {
+template <typename T, typename W, typename O>
+__global__ void gn_fwd_finalize(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int lane = static_cast<int>(threadIdx.x) & 31;
@@ -373,8 +375,8 @@ __global__ void gn_split_moments(const T* __restrict__ x, const acc_t<T>* __rest
 // Split op apply: one thread per group (n, g) turns the given moments (count, s, m, M2) into
 // the accumulation type's (s, m, rstd) for gn_fwd_apply{,_rows} and writes mean and rstd, as
 // the CPU kernels do (rstd of the rounded moments, variance clamped at 0).
-template <typename T, typename W>
-__global__ void gn_split_given(FwdParams<T, W> p) {
+template <typename T, typename W, typename O>
+__global__ void gn_split_given(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const int64_t ng = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (ng >= p.geo.N * p.geo.G) return;
@@ -389,8 +391,8 @@ __global__ void gn_split_given(FwdParams<T, W> p) {
   p.gstat[3 * ng + 2] = rstd;
 }
 
-template <typename T, typename W, int V>
-__global__ void gn_fwd_apply_rows(FwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_fwd_apply_rows(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const RowSlot sl = row_slot<V>(p.rows, geo);
@@ -409,14 +411,14 @@ __global__ void gn_fwd_apply_rows(FwdParams<T, W> p) {
   for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += p.rows.rows_par) {
     const int64_t off = sl.sample + row * geo.C + sl.c0;
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-    Vec<T, V> out;
+    Vec<O, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A z = ((to_acc(xv.v[j]) - sh[j]) - m[j]) * a[j] + b[j];
       if (p.silu) z = gn_silu(z);
-      out.v[j] = from_acc<T>(z);
+      out.v[j] = from_acc<O>(z);
     }
-    store_vec<T, V>(p.y, off, out);
+    store_vec<O, V>(p.y, off, out);
   }
 }
 

@@ -122,8 +122,8 @@ struct BundleSlot {
   }
 };
 
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_fwd_bundle(FwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_fwd_bundle(FwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const BundleSched& bs = p.bundle;
@@ -202,14 +202,14 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_fwd_bundle(FwdParams<
     }
     for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += rows_par) {
       const Vec<T, V> xv = load_tile<T, V>(tile, (row - sl.r0) * cols + sl.col);
-      Vec<T, V> out;
+      Vec<O, V> out;
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         A z = ((to_acc(xv.v[j]) - sh[j]) - m[j]) * a[j] + bb[j];
         if (p.silu) z = gn_silu(z);
-        out.v[j] = from_acc<T>(z);
+        out.v[j] = from_acc<O>(z);
       }
-      store_vec<T, V>(p.y, sl.base + row * geo.C + sl.col * V, out);
+      store_vec<O, V>(p.y, sl.base + row * geo.C + sl.col * V, out);
     }
   }
   if (cs > 1) gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it

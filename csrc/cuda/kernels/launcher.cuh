@@ -42,11 +42,12 @@ namespace kernels {
 
 // The tensors of one call. Sizes, layout and activation are the plan's (plan.prob), so one
 // Problem describes the call from the checks to the launch.
-template <typename T, typename W> struct ForwardArgs {
+// O: y's element type (FwdParams): T, or float for a 16-bit T.
+template <typename T, typename W, typename O> struct ForwardArgs {
   const T* x;
   const W* weight;  // nullable
   const W* bias;    // nullable
-  T* y;
+  O* y;
   acc_t<T>* mean;
   acc_t<T>* rstd;
   double eps;
@@ -130,7 +131,7 @@ inline dim3 dims(const std::array<int64_t, 3>& d) {
 // Whether every cluster launch of a plan past the portable size (8 CTAs) fits the current
 // device with its shared memory (gn_cluster_fits: cudaOccupancyMaxActiveClusters); the
 // portable ones always do.
-template <typename T, typename W, int V>
+template <typename T, typename W, typename O, int V>
 bool clusters_fit_v(const std::vector<plan::Launch>& launches) {
   for (const plan::Launch& l : launches) {
     if (!gn_cluster_nonportable(static_cast<unsigned>(l.cluster))) continue;
@@ -140,8 +141,8 @@ bool clusters_fit_v(const std::vector<plan::Launch>& launches) {
     bool fits = false;
     if constexpr (V > 1) {
       switch (l.id) {
-        case plan::Kernel::FwdCluster: fits = gn_cluster_fits(gn_fwd_cluster<T, W, V>, grid, block, smem, cx); break;
-        case plan::Kernel::FwdBundle: fits = gn_cluster_fits(gn_fwd_bundle<T, W, V>, grid, block, smem, cx); break;
+        case plan::Kernel::FwdCluster: fits = gn_cluster_fits(gn_fwd_cluster<T, W, O, V>, grid, block, smem, cx); break;
+        case plan::Kernel::FwdBundle: fits = gn_cluster_fits(gn_fwd_bundle<T, W, O, V>, grid, block, smem, cx); break;
         case plan::Kernel::BwdCluster: fits = gn_cluster_fits(gn_bwd_cluster<T, W, V>, grid, block, smem, cx); break;
         case plan::Kernel::BwdBundle: fits = gn_cluster_fits(gn_bwd_bundle<T, W, V>, grid, block, smem, cx); break;
         default: break;
@@ -151,17 +152,18 @@ bool clusters_fit_v(const std::vector<plan::Launch>& launches) {
   }
   return true;
 }
-template <typename T, typename W>
+template <typename T, typename W, typename O>
 bool clusters_fit(const std::vector<plan::Launch>& launches, int64_t vec) {
   constexpr int VF = static_cast<int>(16 / sizeof(T));
-  return vec == 1 ? clusters_fit_v<T, W, 1>(launches) : clusters_fit_v<T, W, VF>(launches);
+  return vec == 1 ? clusters_fit_v<T, W, O, 1>(launches) : clusters_fit_v<T, W, O, VF>(launches);
 }
 
 // The plan assumes 16-byte aligned tensors and a device that places its clusters: re-plan with
 // scalar accesses when the tensors are not aligned, with clusters of at most 8 CTAs when a
 // larger one does not fit (replan: plan::plan_forward or plan::plan_backward). Call before
 // sizing the workspace.
-template <typename T, typename W, typename Plan, typename Replan>
+// O: the forward's output type (T for a backward plan).
+template <typename T, typename W, typename O, typename Plan, typename Replan>
 inline Plan fit_plan(const Plan& p, bool aligned, Replan replan) {
   Plan r = p;
   if (p.vec > 1 && !aligned) {
@@ -169,21 +171,21 @@ inline Plan fit_plan(const Plan& p, bool aligned, Replan replan) {
     ov.vec = 1;
     r = replan(p.prob, ov);
   }
-  if (clusters_fit<T, W>(r.launches, r.vec)) return r;
+  if (clusters_fit<T, W, O>(r.launches, r.vec)) return r;
   plan::DeviceProblem q = r.prob;
   q.max_cluster = kGnPortableCluster;
   return replan(q, r.ov);
 }
-template <typename T, typename W>
-inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W>& a, const plan::ForwardPlan& p) {
-  return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.y),
+template <typename T, typename W, typename O>
+inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W, O>& a, const plan::ForwardPlan& p) {
+  return fit_plan<T, W, O>(p, aligned16(a.x) && aligned16(a.y),
                         [part = p.part](const plan::DeviceProblem& q, const plan::Overrides& ov) {
                           return part == plan::Part::Whole ? plan::plan_forward(q, ov) : plan::plan_forward_part(q, part, ov);
                         });
 }
 template <typename T, typename W>
 inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
-  return fit_plan<T, W>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
+  return fit_plan<T, W, T>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
                         [part = p.part](const plan::DeviceProblem& q, const plan::Overrides& ov) {
                           return part == plan::Part::Whole ? plan::plan_backward(q, ov) : plan::plan_backward_part(q, part, ov);
                         });
@@ -194,9 +196,9 @@ inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const p
 }
 
 // The forward's params record, filled once from the plan and the tensors.
-template <typename T, typename W, int V>
-FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace) {
-  FwdParams<T, W> p;
+template <typename T, typename W, typename O, int V>
+FwdParams<T, W, O> forward_params(const ForwardArgs<T, W, O>& a, const plan::ForwardPlan& pl, void* workspace) {
+  FwdParams<T, W, O> p;
   p.x = a.x;
   p.weight = a.weight;
   p.bias = a.bias;
@@ -220,15 +222,15 @@ FwdParams<T, W> forward_params(const ForwardArgs<T, W>& a, const plan::ForwardPl
 
 // Runs the plan's launch list in order, each with the plan's grid, block and dynamic shared
 // memory. The Rows kernels exist for vectorized plans only (the planner makes them so).
-template <typename T, typename W, int V>
-void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
-  const FwdParams<T, W> p = forward_params<T, W, V>(a, pl, workspace);
+template <typename T, typename W, typename O, int V>
+void launch_forward_v(const ForwardArgs<T, W, O>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+  const FwdParams<T, W, O> p = forward_params<T, W, O, V>(a, pl, workspace);
   for (const plan::Launch& l : pl.launches) {
     const dim3 grid = dims(l.grid), block = dims(l.block);
     const size_t smem = static_cast<size_t>(l.dynamic_smem_bytes);
     switch (l.id) {
       case plan::Kernel::FwdOnChip: {
-        auto k = gn_fwd_onchip<T, W, V>;
+        auto k = gn_fwd_onchip<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
@@ -239,26 +241,26 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
       }
       case plan::Kernel::FwdCluster:
         if constexpr (V > 1) {
-          auto k = gn_fwd_cluster<T, W, V>;
+          auto k = gn_fwd_cluster<T, W, O, V>;
           GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
           break;
         }
         not_in_direction(l, "scalar forward");
       case plan::Kernel::FwdBundle:
         if constexpr (V > 1) {
-          auto k = gn_fwd_bundle<T, W, V>;
+          auto k = gn_fwd_bundle<T, W, O, V>;
           if (l.cluster > 1) GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
           else GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
         not_in_direction(l, "scalar forward");
       case plan::Kernel::FwdApply: {
-        auto k = gn_fwd_apply<T, W, V>;
+        auto k = gn_fwd_apply<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::FwdFinalize: {
-        auto k = gn_fwd_finalize<T, W>;
+        auto k = gn_fwd_finalize<T, W, O>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
@@ -276,13 +278,13 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
         break;
       }
       case plan::Kernel::SplitGiven: {
-        auto k = gn_split_given<T, W>;
+        auto k = gn_split_given<T, W, O>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::FwdApplyRows:
         if constexpr (V > 1) {
-          auto k = gn_fwd_apply_rows<T, W, V>;
+          auto k = gn_fwd_apply_rows<T, W, O, V>;
           GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
@@ -293,14 +295,14 @@ void launch_forward_v(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, v
   }
 }
 
-template <typename T, typename W>
-void launch_forward(const ForwardArgs<T, W>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
+template <typename T, typename W, typename O>
+void launch_forward(const ForwardArgs<T, W, O>& a, const plan::ForwardPlan& pl, void* workspace, cudaStream_t stream) {
   if (pl.launches.empty()) return;  // N == 0 or empty groups
   if (pl.vec > 1 && !(aligned16(a.x) && aligned16(a.y)))
     throw std::invalid_argument("groupnorm_cuda: vectorized plan for misaligned tensors (call fit_forward_plan)");
   constexpr int VF = static_cast<int>(16 / sizeof(T));
-  if (pl.vec == 1) launch_forward_v<T, W, 1>(a, pl, workspace, stream);
-  else launch_forward_v<T, W, VF>(a, pl, workspace, stream);
+  if (pl.vec == 1) launch_forward_v<T, W, O, 1>(a, pl, workspace, stream);
+  else launch_forward_v<T, W, O, VF>(a, pl, workspace, stream);
 }
 
 template <typename T, typename W> bool wants_params(const BackwardArgs<T, W>& a) {
