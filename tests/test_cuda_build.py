@@ -65,8 +65,8 @@ ptxas info    : Used 255 registers, used 0 barriers
 import check_sass  # noqa: E402
 
 KERNELS = os.path.join(ROOT, "csrc", "cuda", "kernels")
-STORE_VEC = """    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p + off), "r"(w[0]), "r"(w[1]), "r"(w[2]),
-                 "r"(w[3]));"""
+STORE_VEC = """      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p + off), "r"(w[0]), "r"(w[1]), "r"(w[2]),
+                   "r"(w[3]));"""
 
 
 def run_sass(*args):

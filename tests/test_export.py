@@ -90,7 +90,8 @@ def test_onnx_export_runs_in_onnxruntime(group_normalization):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_onnx_export_half_input_and_5d():
-    """float16 input: statistics in float32, y cast back (as the op does); a 5-D input."""
+    """float16 input: statistics in float32, y cast back (as the op does), or left in float32
+    when the op is asked for it (out_dtype, autocast's output on CUDA); a 5-D input."""
 
     class Net(nn.Module):
         def __init__(self):
@@ -99,7 +100,8 @@ def test_onnx_export_half_input_and_5d():
             self.b = GroupNorm(2, 8, affine=False)
 
         def forward(self, x, v):
-            return self.a(x), self.b(v)
+            wide = torch.ops.groupnorm_cuda.forward(x, self.a.weight, None, 2, 1e-5, "none", torch.float32)[0]
+            return self.a(x), self.b(v), wide
 
     torch.manual_seed(0)
     model = Net().eval()
@@ -109,11 +111,12 @@ def test_onnx_export_half_input_and_5d():
     x = (torch.randn(2, 8, 5, 5) * 3 + 1).half()
     v = torch.randn(2, 8, 3, 4, 5)
     prog = _export_onnx(model, (x, v))
-    got_x, got_v = _ort_run(prog, x, v)
+    got_x, got_v, got_w = _ort_run(prog, x, v)
     with torch.no_grad():
-        want_x, want_v = model(x, v)
+        want_x, want_v, want_w = model(x, v)
     assert got_x.dtype == torch.float16 and rel_err(got_x, want_x) < 1e-3  # 1 ulp of float16 is 4.9e-4 relative
     assert rel_err(got_v, want_v) < 1e-5
+    assert got_w.dtype == want_w.dtype == torch.float32 and rel_err(got_w, want_w) < 1e-5
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")

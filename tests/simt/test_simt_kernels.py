@@ -124,7 +124,9 @@ def _features(cases: dict[str, dict]) -> set[str]:
     return f
 
 
-REQUIRED_PLAIN = {f"dtype:{d}" for d in ("f32", "f64", "f16", "f16wf32", "bf16", "bf16wf32")} | {
+# f16of32 / bf16of32: a float32 y of a 16-bit x (autocast's output on CUDA)
+REQUIRED_PLAIN = {f"dtype:{d}" for d in ("f32", "f64", "f16", "f16wf32", "bf16", "bf16wf32", "f16of32",
+                                         "bf16of32")} | {
     "fwd_block>=256", "sums_block>=256:nchw", "sums_block>=256:nhwc"}
 for _lay in ("nchw", "nhwc"):
     REQUIRED_PLAIN |= {f"vec:{_lay}:scalar", f"vec:{_lay}:vector", f"onchip:{_lay}:gpb1", f"onchip:{_lay}:gpb>1",
