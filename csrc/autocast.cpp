@@ -7,8 +7,8 @@
 //         gives a bf16 output, as nn.GroupNorm under torch.autocast("cpu")). Nothing to register:
 //         a custom op's Autocast keys fall through.
 // The 16-bit input is not cast: the op is asked for a float32 y (out_dtype), which the CUDA
-// kernels write from the 16-bit values directly, so no float32 copy of x is made, nor kept for
-// the backward (csrc/autograd.cpp widens it there, for the backward call only). 16-bit
+// kernels write from the 16-bit values directly, and whose float32 gradient the backward
+// kernels read beside the 16-bit x: no float32 copy of x in either direction. 16-bit
 // parameters (C values) are cast to float32, as autocast would; autocast's cast of a float64
 // tensor is none, and neither is ours.
 #include <ATen/ATen.h>

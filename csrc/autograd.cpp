@@ -13,10 +13,10 @@
 // itself is a derivative, not differentiated again: its Autograd key falls through.
 //
 // A float32 y of a 16-bit x (out_dtype, autocast on CUDA) gets a float32 grad_out: the node
-// keeps x in its own dtype (no float32 copy lives from the forward to the backward), widens x
-// and the parameters to float32 for the backward call, and returns each gradient in its
-// input's dtype, as autocast's cast of x to float32 would have. (The backward kernels reading
-// the 16-bit x and the float32 grad_out themselves would save those copies: not done yet.)
+// keeps x in its own dtype (no float32 copy lives from the forward to the backward) and hands
+// both to the backward op, which returns each gradient in its input's dtype (the CUDA kernels
+// read the 16-bit x and the float32 grad_out as they are). create_graph=True differentiates the
+// composite on a float32 copy of x instead.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -41,7 +41,8 @@ std::optional<at::Tensor> opt(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-// x, weight and bias in grad_out's dtype when it is wider than x's (a float32 y of a 16-bit x).
+// x, weight and bias in grad_out's dtype when it is wider than x's (a float32 y of a 16-bit x),
+// for the composite.
 struct Widened {
   at::Tensor x, w, b;
 };
@@ -95,11 +96,10 @@ struct GroupNormBackward : public torch::autograd::Node {
     if (torch::autograd::GradMode::is_enabled()) {  // create_graph=True
       return composite_grads(grads[0], x, w, b, groups_, eps_, act_, need);
     }
-    const Widened f = widen(grads[0], x, w, b);
-    auto [dx, dw, db] = call_backward(grads[0], f.x, mean, rstd, opt(f.w), opt(f.b), groups_, act_, need);
-    if (need[0]) out[0] = dx.to(x.scalar_type());
-    if (need[1]) out[1] = dw.to(w.scalar_type());
-    if (need[2]) out[2] = db.to(b.scalar_type());
+    auto [dx, dw, db] = call_backward(grads[0], x, mean, rstd, opt(w), opt(b), groups_, act_, need);
+    if (need[0]) out[0] = dx;
+    if (need[1]) out[1] = dw;
+    if (need[2]) out[2] = db;
     return out;
   }
 };

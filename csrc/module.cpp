@@ -35,13 +35,15 @@ py::list launches_to_py(const std::vector<plan::Launch>& launches) {
 // checks and Problem as the op (common/checks.h), planned for a GPU of `sm_count` SMs and
 // `smem_optin` bytes of shared memory per block with the opt-in, clusters of up to `max_cluster` CTAs.
 py::dict cuda_launch_plan(const at::Tensor& input, int64_t num_groups, const std::string& activation,
-                          int64_t sm_count, int64_t smem_optin, int64_t max_cluster) {
+                          int64_t sm_count, int64_t smem_optin, int64_t max_cluster,
+                          std::optional<at::ScalarType> out_dtype) {
   groupnorm_cuda::check_forward_inputs(input, nullptr, nullptr, num_groups);
   TORCH_CHECK_VALUE(sm_count > 0, "cuda_launch_plan: sm_count must be positive, got ", sm_count);
   TORCH_CHECK_VALUE(smem_optin >= plan::kSmemBudgetBytes,
                     "cuda_launch_plan: max_shared_mem_per_block must be at least 49152, got ", smem_optin);
   plan::DeviceProblem p;
   static_cast<groupnorm_cuda::Problem&>(p) = groupnorm_cuda::make_problem(input, num_groups, activation);
+  p.float_out = groupnorm_cuda::forward_out_dtype(input, out_dtype) != input.scalar_type();
   p.sm_count = sm_count;
   p.smem_optin = smem_optin;
   TORCH_CHECK_VALUE(max_cluster >= 1 && max_cluster <= 16, "cuda_launch_plan: max_cluster_size must be in [1, 16], got ",
@@ -91,5 +93,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Huge pages for fresh CPU outputs on / off (where the machine gives them; for A/B measurements)");
   m.def("cuda_launch_plan", &cuda_launch_plan, "Launch plan of the CUDA kernels for an input (pure host function)",
         py::arg("input"), py::arg("num_groups"), py::arg("activation"), py::arg("sm_count"), py::arg("smem_optin"),
-        py::arg("max_cluster"));
+        py::arg("max_cluster"), py::arg("out_dtype"));
 }

@@ -23,10 +23,11 @@
 //     16-bit values, never rounded to 16 bits); mean and rstd are (N, num_groups) in float32
 //     (float64 for float64 input). activation is "none" or "silu":
 //     y = act(groupnorm(x) * weight + bias).
-//     The op's autograd (csrc/autograd.cpp) takes the float32 gradient of such a y; the
-//     backward op itself takes a grad_out of input's dtype.
+//     The backward takes the float32 grad_out of such a y (and the CUDA kernels read it as it
+//     is; dx is in input's dtype, dweight / dbias in their parameters').
 //   backward(grad_out, input, mean, rstd, weight?, bias?, num_groups, activation, output_mask)
 //     -> (grad_input, grad_weight, grad_bias)
+//     grad_out in input's dtype, or float32 for a float16 / bfloat16 input (out_dtype above).
 //     output_mask says which of the three are wanted. grad_input keeps input's memory format;
 //     grad_weight / grad_bias have their parameter's dtype. An unwanted gradient, or the
 //     gradient of an absent parameter, is an empty tensor of shape [0] in the parameter's dtype
@@ -90,7 +91,7 @@ Outputs backward_meta(const at::Tensor& grad_out, const at::Tensor& input, const
                       std::array<bool, 3> output_mask) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, false, /*float_grad=*/true);
   (void)parse_activation(activation);
   return allocate_backward_outputs(input, pick_layout(input), w, b, output_mask);
 }

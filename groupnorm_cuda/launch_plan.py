@@ -32,6 +32,7 @@ def cuda_launch_plan(
     activation: Optional[str] = None,
     max_shared_mem_per_block: int = 232448,
     max_cluster_size: int = 16,
+    out_dtype: Optional[torch.dtype] = None,
 ) -> dict:
     """The CUDA launches groupnorm_cuda would make for an input of this shape, on a GPU with
     ``sm_count`` SMs, ``max_shared_mem_per_block`` bytes of shared memory per block with the
@@ -39,7 +40,8 @@ def cuda_launch_plan(
     an H100/H200: 132 SMs, 227 KiB, 16; an A100 has 108, 166912 and no clusters: 1). Clusters
     of more than 8 CTAs are non-portable: on a GPU the op first asks the device whether it can
     place one with the launch's shared memory and plans with 8 where it cannot (pass 8 to see
-    that plan).
+    that plan). ``out_dtype=torch.float32`` with a float16 / bfloat16 ``dtype`` plans the op
+    as autocast on CUDA runs it: a float32 y (and dy) of the 16-bit input.
 
     Returns {"forward": [...], "backward": [...], "traffic": {...}, "split_ops": {...}}
     ("split_ops": the launches of the split ops ``stats``, ``apply``, ``backward_sums`` and
@@ -55,4 +57,4 @@ def cuda_launch_plan(
     """
     x = _example_input(shape, dtype, memory_format)
     return _C.cuda_launch_plan(x, int(num_groups), _activation_name(activation), int(sm_count),
-                               int(max_shared_mem_per_block), int(max_cluster_size))
+                               int(max_shared_mem_per_block), int(max_cluster_size), out_dtype)

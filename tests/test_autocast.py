@@ -154,3 +154,53 @@ def test_autocast_cuda_follows_nn_groupnorm(xdtype):
         with torch.autocast("cuda", dtype=torch.float16):
             yg = ours(xg)
         assert _leaf_of(yg.grad_fn, xg)
+
+
+BWD = torch.ops.groupnorm_cuda.backward.default
+
+
+@pytest.mark.parametrize("xdtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("pdtype", ["float32", "input", "none"])
+def test_backward_takes_the_float_grad_of_a_16bit_input(device, xdtype, layout, pdtype):
+    """The backward op with a float32 grad_out (of a float32 y) and the 16-bit x: every output
+    mask, dx in x's dtype and layout, dweight / dbias in their parameters' dtypes, values of the
+    float64 reference; the Meta kernel agrees (opcheck)."""
+    x = torch.randn(2, 8, 5, 6, device=device).to(xdtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pt = {"float32": torch.float32, "input": xdtype, "none": None}[pdtype]
+    w = (1 + 0.5 * torch.randn(8, device=device)).to(pt) if pt else None
+    b = torch.randn(8, device=device).to(pt) if pt else None
+    y, mean, rstd = OP(x, w, b, 4, 1e-5, "silu", torch.float32)
+    dy = torch.randn_like(y)
+    assert dy.dtype == torch.float32
+    xr = x.detach().double().requires_grad_()
+    wr = w.detach().double().requires_grad_() if w is not None else None
+    br = b.detach().double().requires_grad_() if b is not None else None
+    _reference(xr, wr, br, 4, "silu").backward(dy.double())
+    ulp = 2.0 ** -8 if xdtype == torch.bfloat16 else 2.0 ** -11
+    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+        torch.library.opcheck(BWD, (dy, x, mean, rstd, w, b, 4, "silu", mask))
+        dx, dw, db = BWD(dy, x, mean, rstd, w, b, 4, "silu", mask)
+        if mask[0]:
+            assert dx.dtype == xdtype and dx.stride() == x.stride()
+            assert rel_err(dx, xr.grad) < 2 * ulp
+        for g, p, pr in ((dw, w, wr), (db, b, br)):
+            if p is None or not mask[1]:
+                continue
+            assert g.dtype == p.dtype
+            assert rel_err(g, pr.grad) < (1e-5 if p.dtype == torch.float32 else 2 * ulp)
+
+
+def test_float_grad_only_for_a_16bit_input_and_the_fused_backward():
+    x = torch.randn(2, 4, 3, dtype=torch.bfloat16)
+    y, mean, rstd = OP(x, None, None, 2, 1e-5, "none", torch.float32)
+    with pytest.raises(RuntimeError, match="expected grad_output of dtype BFloat16 or Float, but got Double"):
+        BWD(y.double(), x, mean, rstd, None, None, 2, "none", [True, False, False])
+    xf = x.float()
+    with pytest.raises(RuntimeError, match="expected grad_output of dtype Float, but got Double"):
+        BWD(y.double(), xf, mean, rstd, None, None, 2, "none", [True, False, False])
+    # the split ops keep grad_out in the input's dtype
+    with pytest.raises(RuntimeError, match="expected grad_output of dtype BFloat16, but got Float"):
+        torch.ops.groupnorm_cuda.backward_sums(y, x, mean, rstd, torch.zeros_like(mean), None, None, 2, "none")

@@ -447,3 +447,41 @@ def test_onchip_backward_adds_the_terms_of_several_samples():
     f32 = groupnorm_cuda.cuda_launch_plan((256, 2048, 1, 1), 32, dtype=torch.float32)["traffic"]["backward"]["ratio"]
     bf16 = groupnorm_cuda.cuda_launch_plan((256, 2048, 1, 1), 32, dtype=torch.bfloat16)["traffic"]["backward"]["ratio"]
     assert f32 < 1.2 and bf16 < 1.35, (f32, bf16)
+
+
+@pytest.mark.parametrize("case", [c for c in all_cases()], ids=lambda c: c.name)
+def test_traffic_of_autocast_plans(case):
+    """A float32 y (and dy) of a bfloat16 x (autocast on CUDA, out_dtype): the floor counts 2
+    bytes an element of x and dx, 4 of y and dy; the plans stay at the ideal of their kernels,
+    and move at most 1 / 1.8 of what casting x to float32 first did (the cast's read and write,
+    the float32 plans, and the cast of dx back)."""
+    for fmt in _memory_formats(case.shape):
+        new = groupnorm_cuda.cuda_launch_plan(case.shape, case.num_groups, dtype=torch.bfloat16, memory_format=fmt,
+                                              out_dtype=torch.float32)
+        old = groupnorm_cuda.cuda_launch_plan(case.shape, case.num_groups, dtype=torch.float32, memory_format=fmt)
+        t, x2 = new["traffic"], math.prod(case.shape) * 2
+        small = t["forward"]["floor_bytes"] - 3 * x2  # parameters and statistics
+        assert 0 < small < x2 or math.prod(case.shape[2:]) == 1
+        assert t["backward"]["floor_bytes"] - 4 * x2 > small  # + dweight, dbias
+        moved = {d: t[d]["read_bytes"] + t[d]["write_bytes"] for d in ("forward", "backward")}
+        was = {d: old["traffic"][d]["read_bytes"] + old["traffic"][d]["write_bytes"] + 3 * x2
+               for d in ("forward", "backward")}
+        assert t["forward"]["ratio"] <= EXPECTED_FWD[new["forward"][0]["kernel"]] + 0.01
+        for d in ("forward", "backward"):
+            assert moved[d] * 1.35 <= was[d], (case.name, fmt, d, moved[d], was[d])
+            if math.prod(case.shape[2:]) >= 16:
+                assert moved[d] * 1.8 <= was[d], (case.name, fmt, d, moved[d], was[d])
+
+
+def test_autocast_backward_tiles_hold_float_dy():
+    """The on-chip backward parks dy as float32 next to the 16-bit x: a slot is 6 bytes an
+    element instead of 4, so fewer groups fit a CTA."""
+    shape = (32, 256, 56, 56)
+    plain = groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=torch.bfloat16)["backward"][0]
+    wide = groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=torch.bfloat16, out_dtype=torch.float32)["backward"][0]
+    assert plain["kernel"] == wide["kernel"] == "gn_bwd_onchip"
+    elems = 256 // 32 * 56 * 56
+    assert plain["dynamic_shared_mem_bytes"] >= plain["groups_per_block"] * elems * 4
+    assert wide["dynamic_shared_mem_bytes"] >= wide["groups_per_block"] * elems * 6
+    with pytest.raises(RuntimeError, match="expected out_dtype"):
+        groupnorm_cuda.cuda_launch_plan(shape, 32, dtype=torch.float32, out_dtype=torch.bfloat16)

@@ -3,8 +3,8 @@
 register spills or a non-empty stack frame.
 
 A generated driver instantiates kernels::launch_forward / launch_backward for every
-(input, parameter) dtype pair, and the forward with a float output of a 16-bit input, which
-instantiates every kernel the extension can launch.
+(input, parameter) dtype pair, and both directions with a float y (and dy) of a 16-bit input,
+which instantiates every kernel the extension can launch.
 
     python tools/check_ptxas.py                  # sm_80 and sm_90
     python tools/check_ptxas.py --arch 80        # one architecture
@@ -29,17 +29,20 @@ using namespace groupnorm_cuda;
 using namespace groupnorm_cuda::kernels;
 template <typename T, typename W> void instantiate_all() {
   ForwardArgs<T, W, T> fa{};
-  BackwardArgs<T, W> ba{};
+  BackwardArgs<T, W, T> ba{};
   plan::ForwardPlan fp;
   plan::BackwardPlan bp;
   launch_forward<T, W, T>(fa, fp, nullptr, 0);
-  launch_backward<T, W>(ba, bp, nullptr, 0);
+  launch_backward<T, W, T>(ba, bp, nullptr, 0);
 }
-// The forward with a float y of a 16-bit x (autocast's output; group_norm_cuda.cu).
+// A float y of a 16-bit x and its float dy (autocast's output; group_norm_cuda.cu).
 template <typename T> void instantiate_float_out() {
   ForwardArgs<T, float, float> fa{};
+  BackwardArgs<T, float, float> ba{};
   plan::ForwardPlan fp;
+  plan::BackwardPlan bp;
   launch_forward<T, float, float>(fa, fp, nullptr, 0);
+  launch_backward<T, float, float>(ba, bp, nullptr, 0);
 }
 template void instantiate_all<float, float>();
 template void instantiate_all<double, double>();

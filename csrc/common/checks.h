@@ -124,18 +124,21 @@ inline void check_moments(const at::Tensor& m, const at::Tensor& x, int64_t num_
               m.device(), " and input is on ", x.device());
 }
 
-// Every check of the backward's arguments.
+// Every check of the backward's arguments. float_grad: the fused backward also takes a float32
+// grad_out of a float16 / bfloat16 input (the gradient of a float32 y, forward_out_dtype).
 inline void check_backward_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                                   const at::Tensor& rstd, const at::Tensor* w, const at::Tensor* b,
-                                  int64_t num_groups, bool allow_empty_spatial = false) {
+                                  int64_t num_groups, bool allow_empty_spatial = false, bool float_grad = false) {
   check_forward_inputs(x, w, b, num_groups, allow_empty_spatial);
   TORCH_CHECK(dy.dim() == x.dim(), "groupnorm_cuda.backward: expected grad_output of shape ", x.sym_sizes(),
               ", but got ", dy.sym_sizes());
   for (int64_t d = 0; d < x.dim(); ++d)
     TORCH_SYM_CHECK(dy.sym_size(d).sym_eq(x.sym_size(d)), "groupnorm_cuda.backward: expected grad_output of shape ",
                     x.sym_sizes(), ", but got ", dy.sym_sizes());
-  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "groupnorm_cuda.backward: expected grad_output of dtype ",
-              x.scalar_type(), ", but got ", dy.scalar_type());
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type() || (float_grad && half && dy.scalar_type() == at::kFloat),
+              "groupnorm_cuda.backward: expected grad_output of dtype ", x.scalar_type(),
+              float_grad && half ? " or Float" : "", ", but got ", dy.scalar_type());
   TORCH_CHECK(dy.device() == x.device(), "Expected all tensors to be on the same device, but grad_output is on ",
               dy.device(), " and input is on ", x.device());
   check_stats(mean, "mean", x, num_groups);

@@ -85,4 +85,13 @@ inline Outputs allocate_backward_outputs(const at::Tensor& x, Layout layout, con
           grad(b, mask[2])};
 }
 
+// The backward of a float32 grad_out of a 16-bit input x runs with float32 parameters (the
+// backends' float_param copies) and so computes dweight / dbias in float32: each returned in
+// its parameter's dtype, a placeholder of an absent one in x's (allocate_backward_outputs'
+// rule; no copy where the dtype is already right).
+inline void cast_param_grads(Outputs& out, const at::Tensor& x, const at::Tensor* w, const at::Tensor* b) {
+  std::get<1>(out) = std::get<1>(out).to(w ? w->scalar_type() : x.scalar_type());
+  std::get<2>(out) = std::get<2>(out).to(b ? b->scalar_type() : x.scalar_type());
+}
+
 }  // namespace groupnorm_cuda

@@ -31,8 +31,13 @@ struct Problem {
   DType dtype = DType::Float32;
   Layout layout = Layout::Contiguous;
   Activation act = Activation::None;
+  // y, and so dy, in float32 of a 16-bit input (the forward's out_dtype: autocast's float32
+  // output on CUDA); else in the input's dtype.
+  bool float_out = false;
   int64_t D() const { return C / G; }      // channels per group
   int64_t M() const { return D() * HxW; }  // elements per group (n, g)
 };
+
+inline int64_t out_elem_size(const Problem& p) { return p.float_out ? 4 : elem_size(p.dtype); }
 
 }  // namespace groupnorm_cuda

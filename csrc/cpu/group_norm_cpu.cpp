@@ -249,7 +249,17 @@ Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const 
                      std::array<bool, 3> mask) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, false, /*float_grad=*/true);
+  if (grad_out.scalar_type() != input.scalar_type()) {
+    // The float32 gradient of a float32 y of a 16-bit input (forward_cpu): the float32 kernels
+    // on float32 copies, dx rounded once to the input's dtype, dweight / dbias to theirs.
+    auto as_float = [](const at::Tensor* p) { return p ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt; };
+    Outputs out = backward_cpu(grad_out, input.to(at::kFloat), mean, rstd, as_float(w), as_float(b), num_groups,
+                               activation, mask);
+    std::get<0>(out) = std::get<0>(out).to(input.scalar_type());
+    cast_param_grads(out, input, w, b);
+    return out;
+  }
   const Problem prob = make_problem(input, num_groups, activation);
   const BackwardTensors t{to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
                           rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b),

@@ -119,10 +119,11 @@ void launch_forward_typed(const plan::DeviceProblem& dprob, const at::Tensor& x,
 // takes float32 parameters (wt == kFloat: the caller converts 16-bit ones, C values).
 void run_forward(const Problem& prob, const at::Tensor& x, const at::Tensor& wc, const at::Tensor& bc,
                  at::ScalarType wt, double eps, Outputs& out, const ForwardParts& parts) {
-  const plan::DeviceProblem dprob = on_device(prob, x);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const bool y_float = parts.part != plan::Part::Stats && std::get<0>(out).scalar_type() != x.scalar_type();
   TORCH_INTERNAL_ASSERT(!y_float || wt == at::kFloat, "groupnorm_cuda: a float32 y takes float32 parameters");
+  plan::DeviceProblem dprob = on_device(prob, x);
+  dprob.float_out = y_float;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
     using T = cuda_t<T0>;
     using W = cuda_t<W0>;
@@ -203,35 +204,53 @@ struct BackwardParts {
   int64_t M_total = 0;
 };
 
+// The kernels of element types T (x, dx), W (parameters), O (dy) on tensors in the kernels'
+// layout.
+template <typename T, typename W, typename O>
+void launch_backward_typed(const plan::DeviceProblem& dprob, const at::Tensor& dy, const at::Tensor& x,
+                           const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& wc, const at::Tensor& bc,
+                           Outputs& out, std::array<bool, 3> want, const BackwardParts& parts, cudaStream_t stream) {
+  using A = acc_t<T>;
+  auto& [dx, dw, db] = out;
+  const bool acc_params = parts.part == plan::Part::Sums;
+  kernels::BackwardArgs<T, W, O> a{ptr_or_null<O>(dy),       ptr_or_null<T>(x),
+                                   ptr_or_null<A>(mean),     ptr_or_null<A>(rstd),
+                                   ptr_or_null<W>(wc),       ptr_or_null<W>(bc),
+                                   mutable_or_null<T>(dx, want[0]), mutable_or_null<W>(dw, want[1] && !acc_params),
+                                   mutable_or_null<W>(db, want[2] && !acc_params)};
+  a.dweight_acc = mutable_or_null<A>(dw, want[1] && acc_params);
+  a.dbias_acc = mutable_or_null<A>(db, want[2] && acc_params);
+  a.r_in = parts.r_in ? ptr_or_null<A>(*parts.r_in) : nullptr;
+  a.group_out = parts.group_out ? mutable_or_null<A>(*parts.group_out, true) : nullptr;
+  a.group_in = parts.group_in ? ptr_or_null<A>(*parts.group_in) : nullptr;
+  a.M_total = parts.M_total;
+  const plan::BackwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_backward(dprob)
+                                                                : plan::plan_backward_part(dprob, parts.part);
+  const plan::BackwardPlan bp = kernels::fit_backward_plan(a, p0);
+  at::Tensor ws;
+  kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
+}
+
 // dy and x in the kernels' layout, mean and rstd contiguous, parameters contiguous (undefined
-// when absent); out = (dx, dweight, dbias), each written where want[i].
+// when absent); out = (dx, dweight, dbias), each written where want[i]. A float32 dy of a
+// 16-bit x (the fused backward only) takes float32 parameters (wt == kFloat).
 void run_backward(const Problem& prob, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                   const at::Tensor& rstd, const at::Tensor& wc, const at::Tensor& bc, at::ScalarType wt,
                   Outputs& out, std::array<bool, 3> want, const BackwardParts& parts) {
-  auto& [dx, dw, db] = out;
-  const plan::DeviceProblem dprob = on_device(prob, x);
+  const bool dy_float = dy.scalar_type() != x.scalar_type();
+  TORCH_INTERNAL_ASSERT(!dy_float || (wt == at::kFloat && parts.part == plan::Part::Whole),
+                        "groupnorm_cuda: a float32 grad_out takes float32 parameters");
+  plan::DeviceProblem dprob = on_device(prob, x);
+  dprob.float_out = dy_float;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  const bool acc_params = parts.part == plan::Part::Sums;
   dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
     using T = cuda_t<T0>;
     using W = cuda_t<W0>;
-    using A = acc_t<T>;
-    kernels::BackwardArgs<T, W> a{ptr_or_null<T>(dy),       ptr_or_null<T>(x),
-                                  ptr_or_null<A>(mean),     ptr_or_null<A>(rstd),
-                                  ptr_or_null<W>(wc),       ptr_or_null<W>(bc),
-                                  mutable_or_null<T>(dx, want[0]), mutable_or_null<W>(dw, want[1] && !acc_params),
-                                  mutable_or_null<W>(db, want[2] && !acc_params)};
-    a.dweight_acc = mutable_or_null<A>(dw, want[1] && acc_params);
-    a.dbias_acc = mutable_or_null<A>(db, want[2] && acc_params);
-    a.r_in = parts.r_in ? ptr_or_null<A>(*parts.r_in) : nullptr;
-    a.group_out = parts.group_out ? mutable_or_null<A>(*parts.group_out, true) : nullptr;
-    a.group_in = parts.group_in ? ptr_or_null<A>(*parts.group_in) : nullptr;
-    a.M_total = parts.M_total;
-    const plan::BackwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_backward(dprob)
-                                                                  : plan::plan_backward_part(dprob, parts.part);
-    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, p0);
-    at::Tensor ws;
-    kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
+    if constexpr (sizeof(T) == 2 && std::is_same_v<W, float>) {
+      if (dy_float)
+        return launch_backward_typed<T, W, float>(dprob, dy, x, mean, rstd, wc, bc, out, want, parts, stream);
+    }
+    launch_backward_typed<T, W, T>(dprob, dy, x, mean, rstd, wc, bc, out, want, parts, stream);
   });
 }
 
@@ -241,21 +260,30 @@ Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const
                       std::array<bool, 3> output_mask) {
   const at::Tensor* w = opt_ptr(weight);
   const at::Tensor* b = opt_ptr(bias);
-  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups);
+  check_backward_inputs(grad_out, input, mean, rstd, w, b, num_groups, false, /*float_grad=*/true);
   const Problem prob = make_problem(input, num_groups, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = to_layout(input, prob.layout);
   const std::array<bool, 3> want{output_mask[0], output_mask[1] && w, output_mask[2] && b};
-  Outputs out = allocate_backward_outputs(x, prob.layout, w, b, output_mask);
-  if (!want[0] && !want[1] && !want[2]) return out;
+  // The float32 gradient of a float32 y of the 16-bit x, read by the kernels as it is, with
+  // float32 parameters (C values): dweight / dbias in float32, then in their parameters' dtypes.
+  const bool dy_float = grad_out.scalar_type() != input.scalar_type();
+  at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
+  at::ScalarType wt = param_dtype(x, w, b);
+  if (dy_float) {
+    wc = float_param(wc);
+    bc = float_param(bc);
+    wt = at::kFloat;
+  }
+  Outputs out = allocate_backward_outputs(x, prob.layout, w ? &wc : nullptr, b ? &bc : nullptr, output_mask);
   if (prob.N == 0) {  // empty batch: zero parameter gradients
     if (want[1]) std::get<1>(out).zero_();
     if (want[2]) std::get<2>(out).zero_();
-    return out;
+  } else if (want[0] || want[1] || want[2]) {
+    run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(), wc, bc, wt, out,
+                 want, BackwardParts{});
   }
-  run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(),
-               contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), out, want,
-               BackwardParts{});
+  if (dy_float) cast_param_grads(out, input, w, b);
   return out;
 }
 

@@ -121,7 +121,7 @@ struct Case {
   // Empty: the fused ops. Else the split ops (split_harness.h) over shards of these spatial
   // lengths (summing to HxW; 0: an empty shard), the statistics merged between them.
   std::vector<int64_t> shards = {};
-  bool ofloat = false;  // y in float (O = float) with a 16-bit x and W = float: autocast's output
+  bool ofloat = false;  // y and dy in float (O = float) with a 16-bit x and W = float: autocast's
 };
 
 static int g_failures = 0;
@@ -135,8 +135,8 @@ static const char* sched_name(P::Schedule s) {
 }
 
 // The kernel a plan entry names, instantiated here independently of the launcher (vec: the
-// vector width of the plan; the Rows kernels exist for vectorized plans only; O: the forward's
-// output type).
+// vector width of the plan; the Rows kernels exist for vectorized plans only; O: y's and dy's
+// element type).
 template <typename T, typename W, typename O, int V>
 const void* kernel_of_v(P::Kernel id) {
   auto fn = [](auto f) { return reinterpret_cast<const void*>(f); };
@@ -145,13 +145,13 @@ const void* kernel_of_v(P::Kernel id) {
     case P::Kernel::FwdStats: return fn(&K::gn_fwd_stats<T, V>);
     case P::Kernel::FwdApply: return fn(&K::gn_fwd_apply<T, W, O, V>);
     case P::Kernel::FwdFinalize: return fn(&K::gn_fwd_finalize<T, W, O>);
-    case P::Kernel::BwdOnChip: return fn(&K::gn_bwd_onchip<T, W, V>);
-    case P::Kernel::BwdSiluR: return fn(&K::gn_bwd_silu_r<T, W>);
-    case P::Kernel::BwdSumsNchw: return fn(&K::gn_bwd_sums_nchw<T, W, V>);
-    case P::Kernel::BwdSumsNhwc: return fn(&K::gn_bwd_sums_nhwc<T, W, V>);
-    case P::Kernel::BwdCoeffs: return fn(&K::gn_bwd_coeffs<T, W>);
-    case P::Kernel::BwdParams: return fn(&K::gn_bwd_params<T, W>);
-    case P::Kernel::BwdDx: return fn(&K::gn_bwd_dx<T, W, V>);
+    case P::Kernel::BwdOnChip: return fn(&K::gn_bwd_onchip<T, W, O, V>);
+    case P::Kernel::BwdSiluR: return fn(&K::gn_bwd_silu_r<T, W, O>);
+    case P::Kernel::BwdSumsNchw: return fn(&K::gn_bwd_sums_nchw<T, W, O, V>);
+    case P::Kernel::BwdSumsNhwc: return fn(&K::gn_bwd_sums_nhwc<T, W, O, V>);
+    case P::Kernel::BwdCoeffs: return fn(&K::gn_bwd_coeffs<T, W, O>);
+    case P::Kernel::BwdParams: return fn(&K::gn_bwd_params<T, W, O>);
+    case P::Kernel::BwdDx: return fn(&K::gn_bwd_dx<T, W, O, V>);
     case P::Kernel::SplitMoments: return fn(&K::gn_split_moments<T>);
     case P::Kernel::SplitGiven: return fn(&K::gn_split_given<T, W, O>);
     default: break;
@@ -161,11 +161,11 @@ const void* kernel_of_v(P::Kernel id) {
       case P::Kernel::FwdStatsRows: return fn(&K::gn_fwd_stats_rows<T, V>);
       case P::Kernel::FwdCluster: return fn(&K::gn_fwd_cluster<T, W, O, V>);
       case P::Kernel::FwdBundle: return fn(&K::gn_fwd_bundle<T, W, O, V>);
-      case P::Kernel::BwdBundle: return fn(&K::gn_bwd_bundle<T, W, V>);
-      case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, V>);
+      case P::Kernel::BwdBundle: return fn(&K::gn_bwd_bundle<T, W, O, V>);
+      case P::Kernel::BwdCluster: return fn(&K::gn_bwd_cluster<T, W, O, V>);
       case P::Kernel::FwdApplyRows: return fn(&K::gn_fwd_apply_rows<T, W, O, V>);
-      case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, V>);
-      case P::Kernel::BwdDxRows: return fn(&K::gn_bwd_dx_rows<T, W, V>);
+      case P::Kernel::BwdSumsRows: return fn(&K::gn_bwd_sums_rows<T, W, O, V>);
+      case P::Kernel::BwdDxRows: return fn(&K::gn_bwd_dx_rows<T, W, O, V>);
       default: break;
     }
   }
@@ -181,12 +181,14 @@ const void* kernel_of(P::Kernel id, int64_t vec) {
 static LD nanmax(LD a, LD b) { return (std::isnan(a) || b > a || std::isnan(b)) ? (std::isnan(a) ? a : b) : a; }
 // ------------------------------------------------------------------------------ data
 // The case's tensors (exact-size, `mis` elements of padding in front of x, dy) and their values
-// as long doubles, from a seed of the case's name: identical in every build and run.
-template <typename T, typename W> struct CaseData {
+// as long doubles, from a seed of the case's name: identical in every build and run. dy in O
+// (y's type): a float dy of a 16-bit x holds values no 16-bit type rounds to.
+template <typename T, typename W, typename O> struct CaseData {
   const Case& cs;
   int64_t N, C, HxW, G, D, M;
   size_t numel;
-  Buf<T> x, dy;
+  Buf<T> x;
+  Buf<O> dy;
   Buf<W> w, b;
   std::vector<LD> xd, dyd, wd, bd;
   CaseData(const Case& c, size_t mis)
@@ -197,7 +199,7 @@ template <typename T, typename W> struct CaseData {
     for (size_t i = 0; i < numel; ++i) {
       x.p[i] = to_t<T>(cs.mean0 + cs.std0 * rng.normal());
       xd[i] = from_t(x.p[i]);
-      dy.p[i] = to_t<T>(rng.normal());
+      dy.p[i] = to_t<O>(rng.normal());
       dyd[i] = from_t(dy.p[i]);
     }
     for (int64_t ch = 0; ch < C; ++ch) {
@@ -222,6 +224,7 @@ template <typename T> P::DeviceProblem device_problem(const Case& cs, int64_t hw
   pb.dtype = K::DTypeOf<T>::value;
   pb.layout = cs.cl ? groupnorm_cuda::Layout::ChannelsLast : groupnorm_cuda::Layout::Contiguous;
   pb.act = cs.silu ? Activation::SiLU : Activation::None;
+  pb.float_out = cs.ofloat;
   pb.sm_count = cs.sm;
   pb.max_cluster = cs.max_cluster;
   return pb;
@@ -258,7 +261,7 @@ struct Errors {
 };
 
 template <typename T, typename W, typename O>
-Errors reference_errors(const CaseData<T, W>& d, const O* y, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dx,
+Errors reference_errors(const CaseData<T, W, O>& d, const O* y, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dx,
                         const W* dw, const W* db) {
   const Case& cs = d.cs;
   const int64_t N = d.N, C = d.C, HxW = d.HxW, G = d.G, D = d.D, M = d.M;

@@ -50,7 +50,7 @@ static void run_case(const Case& cs) {
   const bool want_dw = cs.mask != DX_ONLY && cs.hasw;
   const bool want_db = cs.mask != DX_ONLY && cs.hasb;
 
-  CaseData<T, W> d(cs, mis);
+  CaseData<T, W, O> d(cs, mis);
   const size_t numel = d.numel;
   Buf<O> y(numel, mis);
   Buf<T> dx(want_dx ? numel : 0, want_dx ? mis : 0);
@@ -80,7 +80,7 @@ static void run_case(const Case& cs) {
   simt::launch_log().clear();
   K::launch_forward(fa, fp, fws.p, nullptr);
 
-  K::BackwardArgs<T, W> ba{d.dy.p, d.x.p, mean.p, rstd.p, d.w.p, d.b.p, dx.p, dw.p, db.p};
+  K::BackwardArgs<T, W, O> ba{d.dy.p, d.x.p, mean.p, rstd.p, d.w.p, d.b.p, dx.p, dw.p, db.p};
   const P::BackwardPlan bp = K::fit_backward_plan(ba, P::plan_backward(pb, cs.ov));
   Buf<unsigned char> bws(K::backward_workspace_bytes(bp));
   K::launch_backward(ba, bp, bws.p, nullptr);

@@ -20,7 +20,7 @@ template <typename T> struct Shard {
   Buf<A> mean, rstd, gsum, dwp, dbp;
   Buf<double> mom;
   template <typename W>
-  Shard(const CaseData<T, W>& d, int64_t s0_, int64_t hw_)
+  Shard(const CaseData<T, W, T>& d, int64_t s0_, int64_t hw_)
       : s0(s0_), hw(hw_), x(d.N * d.C * hw_), dy(d.N * d.C * hw_), y(d.N * d.C * hw_), dx(d.N * d.C * hw_),
         mean(d.N * d.G), rstd(d.N * d.G), gsum(2 * d.N * d.G), dwp(d.cs.hasw ? d.C : 0), dbp(d.cs.hasb ? d.C : 0),
         mom(4 * d.N * d.G) {
@@ -58,7 +58,7 @@ template <typename T, typename W>
 static void run_split_case(const Case& cs) {
   using A = acc_t<T>;
   const int64_t N = cs.N, C = cs.C, G = cs.G, NG = N * G;
-  CaseData<T, W> d(cs, 0);
+  CaseData<T, W, T> d(cs, 0);
   std::deque<Shard<T>> sh;
   int64_t s0 = 0;
   for (int64_t hw : cs.shards) {
@@ -86,7 +86,7 @@ static void run_split_case(const Case& cs) {
     check_launch_log<T, W, T>(planned, from, why, kern);
     if (part == P::Part::Apply && &s == show) fp_show = fp;
   };
-  auto run_bwd = [&](const K::BackwardArgs<T, W>& a, const Shard<T>& s, P::Part part) {
+  auto run_bwd = [&](const K::BackwardArgs<T, W, T>& a, const Shard<T>& s, P::Part part) {
     const P::BackwardPlan bp = K::fit_backward_plan(a, P::plan_backward_part(device_problem<T>(cs, s.hw), part, cs.ov));
     Buf<unsigned char> ws(K::backward_workspace_bytes(bp));
     const size_t from = simt::launch_log().size();
@@ -128,7 +128,7 @@ static void run_split_case(const Case& cs) {
   std::vector<double> tot_g(2 * NG, 0.0), tot_w(C, 0.0), tot_b(C, 0.0);
   for (Shard<T>& s : sh) {
     if (s.hw > 0) {
-      K::BackwardArgs<T, W> a{s.dy.p, s.x.p, s.mean.p, s.rstd.p, d.w.p, d.b.p, nullptr, nullptr, nullptr};
+      K::BackwardArgs<T, W, T> a{s.dy.p, s.x.p, s.mean.p, s.rstd.p, d.w.p, d.b.p, nullptr, nullptr, nullptr};
       a.r_in = r.p;
       a.group_out = s.gsum.p;
       a.dweight_acc = s.dwp.p;
@@ -144,7 +144,7 @@ static void run_split_case(const Case& cs) {
   for (int64_t i = 0; i < 2 * NG; ++i) group_sums.p[i] = static_cast<A>(tot_g[i]);
   for (Shard<T>& s : sh) {
     if (s.hw == 0) continue;
-    K::BackwardArgs<T, W> a{s.dy.p, s.x.p, s.mean.p, s.rstd.p, d.w.p, d.b.p, s.dx.p, nullptr, nullptr};
+    K::BackwardArgs<T, W, T> a{s.dy.p, s.x.p, s.mean.p, s.rstd.p, d.w.p, d.b.p, s.dx.p, nullptr, nullptr};
     a.r_in = r.p;
     a.group_in = group_sums.p;
     a.M_total = d.M;

@@ -30,8 +30,10 @@
 namespace groupnorm_cuda {
 namespace kernels {
 
-template <typename T, typename W> struct BwdParams {
-  const T* dy;
+// O: y's element type (FwdParams), so dy's: T, or float for a 16-bit T (autocast's float32
+// output; its float32 gradient is read as it is, never rounded to 16 bits).
+template <typename T, typename W, typename O> struct BwdParams {
+  const O* dy;
   const T* x;
   const acc_t<T>* mean;
   const acc_t<T>* rstd;
@@ -103,8 +105,8 @@ __device__ inline void cluster_channel_terms(A* dwp, int64_t C, int64_t n, int64
 }
 
 // r_pre of group ng from the SiLU pre-pass (warp-redundant, fixed order), or the given one.
-template <typename T, typename W>
-__device__ inline acc_t<T> silu_r(const BwdParams<T, W>& p, int64_t ng, int64_t base, bool active) {
+template <typename T, typename W, typename O>
+__device__ inline acc_t<T> silu_r(const BwdParams<T, W, O>& p, int64_t ng, int64_t base, bool active) {
   using A = acc_t<T>;
   if (p.r_in) return active ? p.r_in[ng] : A(0);
   const Welford<A> st = merge_partials(p.silu_ws + 3 * (active ? ng : 0) * p.silu_splits, p.silu_splits, active);
@@ -123,9 +125,9 @@ __device__ inline A dy_eff(A dyv, A u, A r, A rho, A gamma, A beta, bool silu) {
 // Element j of the vector whose first element is at (row, col) of group g (the walk's view;
 // NCHW flat groups: past the end of the row it is the next channel): returns dy', sets
 // u = x - mu and gamma.
-template <typename T, typename W, int V>
-__device__ inline acc_t<T> elem_grad(const BwdParams<T, W>& p, int64_t g, int64_t row, int64_t col, int j, T xv,
-                                     T dyv, acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T>& u, acc_t<T>& gamma) {
+template <typename T, typename W, typename O, int V>
+__device__ inline acc_t<T> elem_grad(const BwdParams<T, W, O>& p, int64_t g, int64_t row, int64_t col, int j, T xv,
+                                     O dyv, acc_t<T> mu, acc_t<T> r, acc_t<T> rho, acc_t<T>& u, acc_t<T>& gamma) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int64_t c = geo.channels_last ? g * geo.D + col + j : g * geo.D + row + (col + j >= geo.HxW ? 1 : 0);
@@ -135,8 +137,8 @@ __device__ inline acc_t<T> elem_grad(const BwdParams<T, W>& p, int64_t g, int64_
   return dy_eff(to_acc(dyv), u, r, rho, gamma, beta, p.silu);
 }
 
-template <typename T, typename W, int V>
-__global__ void gn_bwd_sums_nchw(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_sums_nchw(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int64_t bid = blockIdx.x;
@@ -164,7 +166,7 @@ __global__ void gn_bwd_sums_nchw(BwdParams<T, W> p) {
     const int64_t rowoff = base + row * geo.RS;
     for (int64_t k = k0 + lc; k < k1; k += LR) {
       const Vec<T, V> xv = load_vec<T, V>(p.x, rowoff + k * V);
-      const Vec<T, V> dv = load_vec<T, V>(p.dy, rowoff + k * V);
+      const Vec<O, V> dv = load_vec<O, V>(p.dy, rowoff + k * V);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const A u = to_acc(xv.v[j]) - mu;
@@ -190,8 +192,8 @@ __global__ void gn_bwd_sums_nchw(BwdParams<T, W> p) {
 
 constexpr int kNhwcSumsMaxThreads = 256;
 
-template <typename T, typename W, int V>
-__global__ void gn_bwd_sums_nhwc(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_sums_nhwc(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   __shared__ A red[kNhwcSumsMaxThreads * 8];
   const Geometry& geo = p.geo;
@@ -228,7 +230,7 @@ __global__ void gn_bwd_sums_nhwc(BwdParams<T, W> p) {
       for (int64_t row = r0 + rl; row < r1; row += RP) {
         const int64_t off = base + row * geo.RS + col * V;
         const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-        const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
+        const Vec<O, V> dv = load_vec<O, V>(p.dy, off);
 #pragma unroll
         for (int j = 0; j < V; ++j) {
           const A u = to_acc(xv.v[j]) - mu;
@@ -268,8 +270,8 @@ __global__ void gn_bwd_sums_nhwc(BwdParams<T, W> p) {
   }
 }
 
-template <typename T, typename W>
-__global__ void gn_bwd_coeffs(BwdParams<T, W> p) {
+template <typename T, typename W, typename O>
+__global__ void gn_bwd_coeffs(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int lane = static_cast<int>(threadIdx.x) & 31;
@@ -332,8 +334,8 @@ __global__ void gn_bwd_coeffs(BwdParams<T, W> p) {
   }
 }
 
-template <typename T, typename W>
-__global__ void gn_bwd_params(BwdParams<T, W> p) {
+template <typename T, typename W, typename O>
+__global__ void gn_bwd_params(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.geo.C) return;
@@ -348,8 +350,8 @@ __global__ void gn_bwd_params(BwdParams<T, W> p) {
   if (p.dbias_acc) p.dbias_acc[c] = db;
 }
 
-template <typename T, typename W, int V>
-__global__ void gn_bwd_dx(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_dx(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const GroupSlot gs = slot_of(p.dx_sched, geo);
@@ -364,12 +366,12 @@ __global__ void gn_bwd_dx(BwdParams<T, W> p) {
   for (int64_t e = gs.e_begin + gs.lt; e < gs.e_end; e += p.dx_sched.tpg) {
     const int64_t off = base + w.row * geo.RS + w.col;
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-    const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
+    const Vec<O, V> dv = load_vec<O, V>(p.dy, off);
     Vec<T, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A u, gamma;
-      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      const A d = elem_grad<T, W, O, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
       out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
     }
     store_vec<T, V>(p.dx, off, out);

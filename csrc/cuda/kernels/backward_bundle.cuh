@@ -23,19 +23,20 @@
 namespace groupnorm_cuda {
 namespace kernels {
 
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const BundleSched& bs = p.bundle;
   const int cs = bs.cluster, k = bs.k, cols = bs.cols, rows_par = bs.rows_par;
   const unsigned rank = cs > 1 ? gn_cluster_rank() : 0u;
   const BundleSmem L = bundle_smem_layout(true, bs.chunk_rows * cols, V, static_cast<int64_t>(sizeof(T)),
-                                          static_cast<int64_t>(sizeof(A)), rows_par * cols, k, cols, cs);
+                                          static_cast<int64_t>(sizeof(O)), static_cast<int64_t>(sizeof(A)),
+                                          rows_par * cols, k, cols, cs);
   unsigned char* sm = gn_dynamic_smem<unsigned char>();
   Vec<T, V>* xt = reinterpret_cast<Vec<T, V>*>(sm);
-  Vec<T, V>* dt = reinterpret_cast<Vec<T, V>*>(sm + L.tile_bytes);
-  A* accs = reinterpret_cast<A*>(sm + 2 * L.tile_bytes);
+  Vec<O, V>* dt = reinterpret_cast<Vec<O, V>*>(sm + L.tile_bytes);
+  A* accs = reinterpret_cast<A*>(sm + L.tile_bytes + L.dy_tile_bytes);
   A* part = accs + L.part;
   A* chan = accs + L.chan;
   A* wpart = accs + L.wpart;
@@ -58,13 +59,14 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<
     st.init();
     constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;
     for (int64_t row0 = sl.r0 + sl.rl; row0 < sl.r1; row0 += static_cast<int64_t>(B) * rows_par) {
-      Vec<T, V> xv[B], dv[B];
+      Vec<T, V> xv[B];
+      Vec<O, V> dv[B];
 #pragma unroll
       for (int u = 0; u < B; ++u) {
         if (row0 + u * rows_par < sl.r1) {
           const int64_t off = sl.base + (row0 + u * rows_par) * geo.C + sl.col * V;
           xv[u] = load_vec<T, V>(p.x, off);
-          dv[u] = load_vec<T, V>(p.dy, off);
+          dv[u] = load_vec<O, V>(p.dy, off);
         }
       }
 #pragma unroll
@@ -72,7 +74,7 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<
         const int64_t row = row0 + u * rows_par;
         if (row < sl.r1) {
           store_tile<T, V>(xt, (row - sl.r0) * cols + sl.col, xv[u]);  // read back by this same thread
-          store_tile<T, V>(dt, (row - sl.r0) * cols + sl.col, dv[u]);
+          store_tile<O, V>(dt, (row - sl.r0) * cols + sl.col, dv[u]);
           if (p.silu) st.add(xv[u], ln, slo, shi);
         }
       }
@@ -113,7 +115,8 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<
     for (int j = 0; j < V; ++j) sa[j] = sb[j] = A(0);
     for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += rows_par) {
       const int64_t e = (row - sl.r0) * cols + sl.col;
-      const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
+      const Vec<T, V> xv = load_tile<T, V>(xt, e);
+      const Vec<O, V> dv = load_tile<O, V>(dt, e);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const bool in_lo = j < ln.js;
@@ -213,7 +216,8 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_bwd_bundle(BwdParams<
     const A c2hi = fin[4 * ln.ghi + 1], c3hi = fin[4 * ln.ghi + 2];
     for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += rows_par) {
       const int64_t e = (row - sl.r0) * cols + sl.col;
-      const Vec<T, V> xv = load_tile<T, V>(xt, e), dv = load_tile<T, V>(dt, e);
+      const Vec<T, V> xv = load_tile<T, V>(xt, e);
+      const Vec<O, V> dv = load_tile<O, V>(dt, e);
       Vec<T, V> out;
 #pragma unroll
       for (int j = 0; j < V; ++j) {

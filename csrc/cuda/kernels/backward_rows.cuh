@@ -11,8 +11,8 @@ namespace kernels {
 
 // ---- channels-last rows schedule ----
 // r_pre of every group from the rows pre-pass partials: one warp per group.
-template <typename T, typename W>
-__global__ void gn_bwd_silu_r(BwdParams<T, W> p) {
+template <typename T, typename W, typename O>
+__global__ void gn_bwd_silu_r(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t ng = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -24,7 +24,7 @@ __global__ void gn_bwd_silu_r(BwdParams<T, W> p) {
 // Per-channel constants of the V channels of a rows-schedule thread.
 template <typename T, typename W, int V> struct RowChannels {
   acc_t<T> mu[V], rho[V], r[V], gamma[V], beta[V];
-  __device__ inline void load(const BwdParams<T, W>& p, const RowSlot& sl) {
+  template <typename O> __device__ inline void load(const BwdParams<T, W, O>& p, const RowSlot& sl) {
     using A = acc_t<T>;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
@@ -39,8 +39,8 @@ template <typename T, typename W, int V> struct RowChannels {
   }
 };
 
-template <typename T, typename W, int V>
-__global__ void gn_bwd_sums_rows(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_sums_rows(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const RowSlot sl = row_slot<V>(p.rows, geo);
@@ -53,7 +53,7 @@ __global__ void gn_bwd_sums_rows(BwdParams<T, W> p) {
     for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += p.rows.rows_par) {
       const int64_t off = sl.sample + row * geo.C + sl.c0;
       const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-      const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
+      const Vec<O, V> dv = load_vec<O, V>(p.dy, off);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const A u = to_acc(xv.v[j]) - ch.mu[j];
@@ -94,8 +94,8 @@ __global__ void gn_bwd_sums_rows(BwdParams<T, W> p) {
   }
 }
 
-template <typename T, typename W, int V>
-__global__ void gn_bwd_dx_rows(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_dx_rows(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const RowSlot sl = row_slot<V>(p.rows, geo);
@@ -112,7 +112,7 @@ __global__ void gn_bwd_dx_rows(BwdParams<T, W> p) {
   for (int64_t row = sl.r0 + sl.rl; row < sl.r1; row += p.rows.rows_par) {
     const int64_t off = sl.sample + row * geo.C + sl.c0;
     const Vec<T, V> xv = load_vec<T, V>(p.x, off);
-    const Vec<T, V> dv = load_vec<T, V>(p.dy, off);
+    const Vec<O, V> dv = load_vec<O, V>(p.dy, off);
     Vec<T, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {

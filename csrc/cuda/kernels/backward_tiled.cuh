@@ -19,9 +19,9 @@ namespace kernels {
 
 // Loads x and dy (kLoadBatch in flight) into the tiles; returns the Welford statistics of x - s
 // (SiLU only, else empty).
-template <typename T, typename W, int V>
-__device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t base, int64_t e_begin, int64_t e_end,
-                                              int64_t origin, int lt, int tpg, Vec<T, V>* xt, Vec<T, V>* dt,
+template <typename T, typename W, typename O, int V>
+__device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W, O>& p, int64_t base, int64_t e_begin, int64_t e_end,
+                                              int64_t origin, int lt, int tpg, Vec<T, V>* xt, Vec<O, V>* dt,
                                               acc_t<T> s) {
   const Geometry& geo = p.geo;
   Welford<acc_t<T>> st = welford_zero<acc_t<T>>();
@@ -29,13 +29,14 @@ __device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t 
   w.init(V * (e_begin + lt), V * tpg, geo.KE);
   constexpr int B = kLoadBatch<T> / 2 > 1 ? kLoadBatch<T> / 2 : 1;  // x and dy: 2 * B loads in flight
   for (int64_t e0 = e_begin + lt; e0 < e_end; e0 += B * tpg) {
-    Vec<T, V> xv[B], dv[B];
+    Vec<T, V> xv[B];
+    Vec<O, V> dv[B];
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       if (e0 + u * tpg < e_end) {
         const int64_t off = base + w.row * geo.RS + w.col;
         xv[u] = load_vec<T, V>(p.x, off);
-        dv[u] = load_vec<T, V>(p.dy, off);
+        dv[u] = load_vec<O, V>(p.dy, off);
         w.advance();
       }
     }
@@ -44,7 +45,7 @@ __device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t 
       if (e0 + u * tpg < e_end) {
         // read back by this same thread (sums, dx); the per-channel sums follow a barrier
         store_tile<T, V>(xt, e0 + u * tpg - origin, xv[u]);
-        store_tile<T, V>(dt, e0 + u * tpg - origin, dv[u]);
+        store_tile<O, V>(dt, e0 + u * tpg - origin, dv[u]);
         if (p.silu) accumulate_vec<T, V>(st, xv[u], s);
       }
     }
@@ -53,20 +54,21 @@ __device__ inline Welford<acc_t<T>> park_x_dy(const BwdParams<T, W>& p, int64_t 
 }
 
 // This thread's part of the group sums: sum u, sum gamma dy', sum gamma dy' u.
-template <typename T, typename W, int V>
-__device__ inline void tile_sums(const BwdParams<T, W>& p, int64_t g, int64_t e_begin, int64_t e_end, int64_t origin,
-                                 int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu, acc_t<T> r,
+template <typename T, typename W, typename O, int V>
+__device__ inline void tile_sums(const BwdParams<T, W, O>& p, int64_t g, int64_t e_begin, int64_t e_end, int64_t origin,
+                                 int lt, int tpg, const Vec<T, V>* xt, const Vec<O, V>* dt, acc_t<T> mu, acc_t<T> r,
                                  acc_t<T> rho, acc_t<T>& se, acc_t<T>& sga, acc_t<T>& sgb) {
   using A = acc_t<T>;
   se = sga = sgb = A(0);
   Walk w;
   w.init(V * (e_begin + lt), V * tpg, p.geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
+    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin);
+    const Vec<O, V> dv = load_tile<O, V>(dt, e - origin);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A u, gamma;
-      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      const A d = elem_grad<T, W, O, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
       se += u;
       sga += gamma * d;
       sgb += gamma * d * u;
@@ -76,21 +78,22 @@ __device__ inline void tile_sums(const BwdParams<T, W>& p, int64_t g, int64_t e_
 }
 
 // dx of this thread's vectors: rho * gamma * dy' + c2 * u + c3.
-template <typename T, typename W, int V>
-__device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
-                               int64_t origin, int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu,
+template <typename T, typename W, typename O, int V>
+__device__ inline void tile_dx(const BwdParams<T, W, O>& p, int64_t g, int64_t base, int64_t e_begin, int64_t e_end,
+                               int64_t origin, int lt, int tpg, const Vec<T, V>* xt, const Vec<O, V>* dt, acc_t<T> mu,
                                acc_t<T> r, acc_t<T> rho, acc_t<T> c2, acc_t<T> c3) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   Walk w;
   w.init(V * (e_begin + lt), V * tpg, geo.KE);
   for (int64_t e = e_begin + lt; e < e_end; e += tpg) {
-    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin), dv = load_tile<T, V>(dt, e - origin);
+    const Vec<T, V> xv = load_tile<T, V>(xt, e - origin);
+    const Vec<O, V> dv = load_tile<O, V>(dt, e - origin);
     Vec<T, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A u, gamma;
-      const A d = elem_grad<T, W, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
+      const A d = elem_grad<T, W, O, V>(p, g, w.row, w.col, j, xv.v[j], dv.v[j], mu, r, rho, u, gamma);
       out.v[j] = from_acc<T>(rho * gamma * d + c2 * u + c3);
     }
     store_vec<T, V>(p.dx, base + w.row * geo.RS + w.col, out);
@@ -111,14 +114,14 @@ __device__ inline void tile_dx(const BwdParams<T, W>& p, int64_t g, int64_t base
 // elements of channel cc there are E = cc * cstr + q * pstr for q in [q0, q1); `chan_lanes`
 // lanes per channel, every thread of the CTA running the same trips (convergent sub-warp
 // shuffles). sink(cc, a, bsum) once per channel.
-template <typename T, typename W, int V, typename Sink>
-__device__ inline void tile_channel_sums(const BwdParams<T, W>& p, int64_t g, int64_t E0, int64_t E1, bool active,
-                                         int lt, int tpg, const Vec<T, V>* xt, const Vec<T, V>* dt, acc_t<T> mu,
+template <typename T, typename W, typename O, int V, typename Sink>
+__device__ inline void tile_channel_sums(const BwdParams<T, W, O>& p, int64_t g, int64_t E0, int64_t E1, bool active,
+                                         int lt, int tpg, const Vec<T, V>* xt, const Vec<O, V>* dt, acc_t<T> mu,
                                          acc_t<T> r, acc_t<T> rho, Sink sink) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const T* xs = reinterpret_cast<const T*>(xt);
-  const T* ds = reinterpret_cast<const T*>(dt);
+  const O* ds = reinterpret_cast<const O*>(dt);
   const int L = p.chan_lanes;
   const int cl = lt / L, li = lt - cl * L;
   const int cpt = tpg / L;                                  // channels per trip
@@ -174,10 +177,11 @@ __device__ inline GroupSlot onchip_slot(const WalkSched& s, const Geometry& geo,
   return r;
 }
 
-// Tiles are stored in walk order, i.e. as T elements: NCHW [D][HxW], NHWC [HxW][D]. With nb > 1
-// samples per CTA the per-channel terms of its gpb groups follow the tiles ([gpb][D][2]).
-template <typename T, typename W, int V>
-__global__ void gn_bwd_onchip(BwdParams<T, W> p) {
+// Tiles are stored in walk order, i.e. as T (x) and O (dy) elements: NCHW [D][HxW], NHWC
+// [HxW][D]; a slot is its x tile, then its dy tile (onchip_bwd_slot_bytes). With nb > 1 samples
+// per CTA the per-channel terms of its gpb groups follow the slots ([gpb][D][2]).
+template <typename T, typename W, typename O, int V>
+__global__ void gn_bwd_onchip(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   __shared__ A red[3][32];
   const Geometry& geo = p.geo;
@@ -186,15 +190,18 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   int64_t nblk, gblk;
   const GroupSlot gs = onchip_slot(p.dx_sched, geo, nb, nblk, gblk);
   const int slot = static_cast<int>(threadIdx.x) / tpg;
-  Vec<T, V>* xt = gn_dynamic_smem<Vec<T, V>>() + static_cast<int64_t>(slot) * 2 * geo.Mv;
-  Vec<T, V>* dt = xt + geo.Mv;
+  const int64_t slot_bytes = onchip_bwd_slot_bytes(geo.Mv, static_cast<int64_t>(sizeof(Vec<T, V>)),
+                                                   static_cast<int64_t>(sizeof(Vec<O, V>)));
+  unsigned char* slot_base = gn_dynamic_smem<unsigned char>() + static_cast<int64_t>(slot) * slot_bytes;
+  Vec<T, V>* xt = reinterpret_cast<Vec<T, V>*>(slot_base);
+  Vec<O, V>* dt = reinterpret_cast<Vec<O, V>*>(slot_base + tile_bytes_of(geo.Mv, static_cast<int64_t>(sizeof(Vec<T, V>))));
   const int64_t ng = gs.active ? gs.ng : 0;
   const int64_t n = ng / geo.G, g = ng - n * geo.G;
   const int64_t base = geo.group_base(ng);
   const A mu = p.mean[ng], rho = p.rstd[ng];
   const A s = to_acc(p.x[base]);
 
-  Welford<A> st = park_x_dy<T, W, V>(p, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, s);
+  Welford<A> st = park_x_dy<T, W, O, V>(p, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, s);
   A r = A(0);
   if (p.silu) {
     group_welford(st, red, tpg);
@@ -203,7 +210,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
 
   // 2. group sums from this thread's own vectors
   A se, sga, sgb;
-  tile_sums<T, W, V>(p, g, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
+  tile_sums<T, W, O, V>(p, g, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
   group_sum3(se, sga, sgb, red, tpg);
   const A invM = A(1) / A(geo.M);
   const A rm = se * invM;
@@ -215,15 +222,14 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   //    added over the CTA's samples in order into row nblk
   if (p.dwp && nb <= 1) {
     __syncthreads();  // the tiles of the whole group
-    tile_channel_sums<T, W, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
+    tile_channel_sums<T, W, O, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
       write_channel_terms(p.dwp, geo.C, n, g * geo.D + cc, sa, sb, rho, rm);
     });
   } else if (p.dwp) {
     const int gpb = p.dx_sched.gpb, gb = gpb / nb;
-    const size_t tiles = static_cast<size_t>(gpb) * 2 * static_cast<size_t>(geo.Mv) * sizeof(Vec<T, V>);
-    A* terms = reinterpret_cast<A*>(gn_dynamic_smem<unsigned char>() + (tiles + 15) / 16 * 16);
+    A* terms = reinterpret_cast<A*>(gn_dynamic_smem<unsigned char>() + static_cast<int64_t>(gpb) * slot_bytes);
     __syncthreads();  // the tiles of the whole group
-    tile_channel_sums<T, W, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
+    tile_channel_sums<T, W, O, V>(p, g, 0, geo.M, gs.active, gs.lt, tpg, xt, dt, mu, r, rho, [&](int64_t cc, A sa, A sb) {
       terms[2 * (slot * geo.D + cc)] = rho * (sb - rm * sa);
       terms[2 * (slot * geo.D + cc) + 1] = sa;
     });
@@ -244,7 +250,7 @@ __global__ void gn_bwd_onchip(BwdParams<T, W> p) {
   }
 
   // 4. dx of this thread's own vectors
-  if (p.dx) tile_dx<T, W, V>(p, g, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, c2, c3);
+  if (p.dx) tile_dx<T, W, O, V>(p, g, base, gs.e_begin, gs.e_end, 0, gs.lt, tpg, xt, dt, mu, r, rho, c2, c3);
 }
 
 
@@ -258,19 +264,20 @@ constexpr int kMaxThreadsBwdCluster = 512;  // == plan::kMaxClusterBwdTpg
 // the channels (row n, for gn_bwd_params) and dx of its chunk: reads x and dy once, writes dx.
 // Every CTA combines the partials in rank order (same bits everywhere); a last cluster.sync()
 // keeps shared memory alive for the peers' reads.
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdParams<T, W> p) {
+template <typename T, typename W, typename O, int V>
+__global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdParams<T, W, O> p) {
   using A = acc_t<T>;
   const Geometry& geo = p.geo;
   const int64_t cs = p.dx_sched.splits;
   const int tpg = p.dx_sched.tpg;
   const unsigned rank = gn_cluster_rank();
   const ClusterBwdSmem L = cluster_bwd_smem_layout(p.dx_sched.chunk, static_cast<int64_t>(sizeof(Vec<T, V>)),
+                                                   static_cast<int64_t>(sizeof(Vec<O, V>)),
                                                    static_cast<int64_t>(sizeof(A)), cs, geo.D);
   unsigned char* sm = gn_dynamic_smem<unsigned char>();
   Vec<T, V>* xt = reinterpret_cast<Vec<T, V>*>(sm);
-  Vec<T, V>* dt = reinterpret_cast<Vec<T, V>*>(sm + L.tile_bytes);
-  A* accs = reinterpret_cast<A*>(sm + 2 * L.tile_bytes);
+  Vec<O, V>* dt = reinterpret_cast<Vec<O, V>*>(sm + L.tile_bytes);
+  A* accs = reinterpret_cast<A*>(sm + L.tile_bytes + L.dy_tile_bytes);
   A(*red)[32] = reinterpret_cast<A(*)[32]>(accs + L.red);
   A* wpart = accs + L.wpart;
   A* spart = accs + L.spart;
@@ -288,7 +295,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   const A s = to_acc(p.x[base]);
 
   // 1. park the chunk of x and dy (and, for SiLU, the Welford statistics of x)
-  Welford<A> st = park_x_dy<T, W, V>(p, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, s);
+  Welford<A> st = park_x_dy<T, W, O, V>(p, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, s);
   A r = A(0);
   if (p.silu) {
     group_welford(st, red, tpg);
@@ -310,7 +317,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
 
   // 2. the group sums, this CTA's part then the cluster's
   A se, sga, sgb;
-  tile_sums<T, W, V>(p, g, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
+  tile_sums<T, W, O, V>(p, g, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, se, sga, sgb);
   group_sum3(se, sga, sgb, red, tpg);
   if (lt == 0) {
     spart[0] = se;
@@ -320,7 +327,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
   // 3. this CTA's per-channel sums, for the peers too
   if (p.dwp) {
     __syncthreads();  // the whole chunk's tiles
-    tile_channel_sums<T, W, V>(p, g, e_begin * V, e_end * V, true, lt, tpg, xt, dt, mu, r, rho,
+    tile_channel_sums<T, W, O, V>(p, g, e_begin * V, e_end * V, true, lt, tpg, xt, dt, mu, r, rho,
                                [&](int64_t cc, A sa, A sb) {
                                  chan[2 * cc] = sa;
                                  chan[2 * cc + 1] = sb;
@@ -358,7 +365,7 @@ __global__ void __launch_bounds__(kMaxThreadsBwdCluster, 1) gn_bwd_cluster(BwdPa
                           [&](int64_t) { return rho; }, [&](int64_t) { return rm; });
 
   // 5. dx of this CTA's chunk
-  if (p.dx) tile_dx<T, W, V>(p, g, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, c2, c3);
+  if (p.dx) tile_dx<T, W, O, V>(p, g, base, e_begin, e_end, e_begin, lt, tpg, xt, dt, mu, r, rho, c2, c3);
   gn_cluster_sync();  // no CTA leaves (and frees its shared memory) while a peer may still read it
 }
 

@@ -78,7 +78,11 @@ template <typename A> __device__ inline A shfl_xor(A v, int lane_mask) {
 }
 
 // ---- vectors: V elements of T in one aligned load/store (16 bytes when V = 16/sizeof(T)) ----
-template <typename T, int V> struct alignas(sizeof(T) * V) Vec { T v[V]; };
+// A float vector of a 16-bit input's width (8 elements, 32 bytes: the float32 y and dy of
+// autocast's output, FwdParams / BwdParams' O) is accessed as two 16-byte halves, so 16 bytes
+// is the most any vector needs aligned to.
+template <typename T, int V> struct alignas(sizeof(T) * V < 16 ? sizeof(T) * V : 16) Vec { T v[V]; };
+template <typename T, int V> constexpr bool kWideVec = sizeof(Vec<T, V>) > 16;
 
 // A vector's bytes as one integer type, so that a load is one instruction: nvcc copies an
 // aggregate like Vec member by member (a bf16 tile read back as eight LDS.U16).
@@ -89,11 +93,17 @@ template <> struct RawBits<4> { using type = unsigned int; };
 template <> struct RawBits<2> { using type = unsigned short; };
 template <typename T, int V> using raw_t = typename RawBits<static_cast<int>(sizeof(T)) * V>::type;
 
-// Global memory, p + off aligned to the vector. Loads come out as one LDG.E.128.
+// Global memory, p + off aligned to the vector. Loads come out as one LDG.E.128 (two for a
+// wide vector).
 template <typename T, int V> __device__ inline Vec<T, V> load_vec(const T* __restrict__ p, int64_t off) {
-  const raw_t<T, V> r = *reinterpret_cast<const raw_t<T, V>*>(p + off);
   Vec<T, V> v;
-  memcpy(&v, &r, sizeof(v));
+  if constexpr (kWideVec<T, V>) {
+    const Vec<T, V / 2> half[2] = {load_vec<T, V / 2>(p, off), load_vec<T, V / 2>(p, off + V / 2)};
+    memcpy(&v, half, sizeof(v));
+  } else {
+    const raw_t<T, V> r = *reinterpret_cast<const raw_t<T, V>*>(p + off);
+    memcpy(&v, &r, sizeof(v));
+  }
   return v;
 }
 // Stores of 16 bytes are written as one st.global.v4: from C++ (an aggregate, or even a uint4
@@ -101,7 +111,7 @@ template <typename T, int V> __device__ inline Vec<T, V> load_vec(const T* __res
 // vector (a float output of a 16-bit input's 8 elements, FwdParams' O) is two such stores:
 // p + off is aligned to the input's vector, so to 32 bytes of the output.
 template <typename T, int V> __device__ inline void store_vec(T* __restrict__ p, int64_t off, const Vec<T, V>& v) {
-  if constexpr (sizeof(Vec<T, V>) > 16) {
+  if constexpr (kWideVec<T, V>) {
     constexpr int H = V / 2;
     Vec<T, H> half[2];
     memcpy(half, &v, sizeof(v));
@@ -134,11 +144,27 @@ template <typename T>
 constexpr int kLoadBatch = std::is_same<T, float>::value ? 4 : std::is_same<T, double>::value ? 1 : 2;
 
 // Element e of a shared-memory tile of vectors. Writes are one STS.128 from C++; reads of 16
-// bytes are one ld.shared.v4 (the "memory" clobber keeps them after this thread's writes).
+// bytes are one ld.shared.v4 (the "memory" clobber keeps them after this thread's writes). A
+// wide vector is two 16-byte elements of the same tile seen as halves.
 template <typename T, int V> __device__ inline void store_tile(Vec<T, V>* tile, int64_t e, const Vec<T, V>& v) {
-  tile[e] = v;
+  if constexpr (kWideVec<T, V>) {
+    Vec<T, V / 2> half[2];
+    memcpy(half, &v, sizeof(v));
+    Vec<T, V / 2>* t = reinterpret_cast<Vec<T, V / 2>*>(tile);
+    store_tile<T, V / 2>(t, 2 * e, half[0]);
+    store_tile<T, V / 2>(t, 2 * e + 1, half[1]);
+  } else {
+    tile[e] = v;
+  }
 }
 template <typename T, int V> __device__ inline Vec<T, V> load_tile(const Vec<T, V>* tile, int64_t e) {
+  if constexpr (kWideVec<T, V>) {
+    const Vec<T, V / 2>* t = reinterpret_cast<const Vec<T, V / 2>*>(tile);
+    const Vec<T, V / 2> half[2] = {load_tile<T, V / 2>(t, 2 * e), load_tile<T, V / 2>(t, 2 * e + 1)};
+    Vec<T, V> v;
+    memcpy(&v, half, sizeof(v));
+    return v;
+  }
 #if defined(__CUDA_ARCH__)
   if constexpr (sizeof(Vec<T, V>) == 16) {
     uint32_t w[4];

@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kBundleMaxThreads, 1) gn_fwd_bundle(FwdParams<
   const BundleSched& bs = p.bundle;
   const int cs = bs.cluster, k = bs.k, cols = bs.cols, rows_par = bs.rows_par;
   const unsigned rank = cs > 1 ? gn_cluster_rank() : 0u;
-  const BundleSmem L = bundle_smem_layout(false, bs.chunk_rows * cols, V, static_cast<int64_t>(sizeof(T)),
+  const BundleSmem L = bundle_smem_layout(false, bs.chunk_rows * cols, V, static_cast<int64_t>(sizeof(T)), 0,
                                           static_cast<int64_t>(sizeof(A)), rows_par * cols, k, cols, cs);
   unsigned char* sm = gn_dynamic_smem<unsigned char>();
   Vec<T, V>* tile = reinterpret_cast<Vec<T, V>*>(sm);

@@ -56,9 +56,9 @@ template <typename T, typename W, typename O> struct ForwardArgs {
   const double* moments_in = nullptr;
 };
 
-// dx / dweight / dbias nullable = not wanted.
-template <typename T, typename W> struct BackwardArgs {
-  const T* dy;
+// dx / dweight / dbias nullable = not wanted. O: dy's element type (that of the forward's y).
+template <typename T, typename W, typename O> struct BackwardArgs {
+  const O* dy;
   const T* x;
   const acc_t<T>* mean;
   const acc_t<T>* rstd;
@@ -143,8 +143,8 @@ bool clusters_fit_v(const std::vector<plan::Launch>& launches) {
       switch (l.id) {
         case plan::Kernel::FwdCluster: fits = gn_cluster_fits(gn_fwd_cluster<T, W, O, V>, grid, block, smem, cx); break;
         case plan::Kernel::FwdBundle: fits = gn_cluster_fits(gn_fwd_bundle<T, W, O, V>, grid, block, smem, cx); break;
-        case plan::Kernel::BwdCluster: fits = gn_cluster_fits(gn_bwd_cluster<T, W, V>, grid, block, smem, cx); break;
-        case plan::Kernel::BwdBundle: fits = gn_cluster_fits(gn_bwd_bundle<T, W, V>, grid, block, smem, cx); break;
+        case plan::Kernel::BwdCluster: fits = gn_cluster_fits(gn_bwd_cluster<T, W, O, V>, grid, block, smem, cx); break;
+        case plan::Kernel::BwdBundle: fits = gn_cluster_fits(gn_bwd_bundle<T, W, O, V>, grid, block, smem, cx); break;
         default: break;
       }
     }
@@ -162,7 +162,7 @@ bool clusters_fit(const std::vector<plan::Launch>& launches, int64_t vec) {
 // scalar accesses when the tensors are not aligned, with clusters of at most 8 CTAs when a
 // larger one does not fit (replan: plan::plan_forward or plan::plan_backward). Call before
 // sizing the workspace.
-// O: the forward's output type (T for a backward plan).
+// O: the type of the forward's y and the backward's dy.
 template <typename T, typename W, typename O, typename Plan, typename Replan>
 inline Plan fit_plan(const Plan& p, bool aligned, Replan replan) {
   Plan r = p;
@@ -183,9 +183,9 @@ inline plan::ForwardPlan fit_forward_plan(const ForwardArgs<T, W, O>& a, const p
                           return part == plan::Part::Whole ? plan::plan_forward(q, ov) : plan::plan_forward_part(q, part, ov);
                         });
 }
-template <typename T, typename W>
-inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W>& a, const plan::BackwardPlan& p) {
-  return fit_plan<T, W, T>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
+template <typename T, typename W, typename O>
+inline plan::BackwardPlan fit_backward_plan(const BackwardArgs<T, W, O>& a, const plan::BackwardPlan& p) {
+  return fit_plan<T, W, O>(p, aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx),
                         [part = p.part](const plan::DeviceProblem& q, const plan::Overrides& ov) {
                           return part == plan::Part::Whole ? plan::plan_backward(q, ov) : plan::plan_backward_part(q, part, ov);
                         });
@@ -305,16 +305,16 @@ void launch_forward(const ForwardArgs<T, W, O>& a, const plan::ForwardPlan& pl, 
   else launch_forward_v<T, W, O, VF>(a, pl, workspace, stream);
 }
 
-template <typename T, typename W> bool wants_params(const BackwardArgs<T, W>& a) {
+template <typename T, typename W, typename O> bool wants_params(const BackwardArgs<T, W, O>& a) {
   return a.dweight || a.dbias || a.dweight_acc || a.dbias_acc;
 }
 
 // The backward's params record, filled once from the plan, the tensors and the workspace.
-template <typename T, typename W, int V>
-BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace) {
+template <typename T, typename W, typename O, int V>
+BwdParams<T, W, O> backward_params(const BackwardArgs<T, W, O>& a, const plan::BackwardPlan& pl, void* workspace) {
   using A = acc_t<T>;
   unsigned char* ws = static_cast<unsigned char*>(workspace);
-  BwdParams<T, W> p;
+  BwdParams<T, W, O> p;
   p.dy = a.dy;
   p.x = a.x;
   p.mean = a.mean;
@@ -359,18 +359,18 @@ BwdParams<T, W> backward_params(const BackwardArgs<T, W>& a, const plan::Backwar
 // the launches whose outputs are not wanted: gn_bwd_params without dweight and dbias,
 // gn_bwd_dx{,_rows} without dx. In a backward plan gn_fwd_stats{,_rows} is the SiLU pre-pass:
 // the statistics of the activation's input, into the backward's workspace.
-template <typename T, typename W, int V>
-void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
+template <typename T, typename W, typename O, int V>
+void launch_backward_v(const BackwardArgs<T, W, O>& a, const plan::BackwardPlan& pl, void* workspace,
                        cudaStream_t stream) {
   const bool want_params = wants_params(a);
   if (a.dx == nullptr && !want_params && a.group_out == nullptr) return;
-  const BwdParams<T, W> p = backward_params<T, W, V>(a, pl, workspace);
+  const BwdParams<T, W, O> p = backward_params<T, W, O, V>(a, pl, workspace);
   for (const plan::Launch& l : pl.launches) {
     const dim3 grid = dims(l.grid), block = dims(l.block);
     const size_t smem = static_cast<size_t>(l.dynamic_smem_bytes);
     switch (l.id) {
       case plan::Kernel::BwdOnChip: {
-        auto k = gn_bwd_onchip<T, W, V>;
+        auto k = gn_bwd_onchip<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
@@ -380,34 +380,34 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
         break;
       }
       case plan::Kernel::BwdSumsNchw: {
-        auto k = gn_bwd_sums_nchw<T, W, V>;
+        auto k = gn_bwd_sums_nchw<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::BwdSumsNhwc: {
-        auto k = gn_bwd_sums_nhwc<T, W, V>;
+        auto k = gn_bwd_sums_nhwc<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::BwdSiluR: {
-        auto k = gn_bwd_silu_r<T, W>;
+        auto k = gn_bwd_silu_r<T, W, O>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::BwdCoeffs: {
-        auto k = gn_bwd_coeffs<T, W>;
+        auto k = gn_bwd_coeffs<T, W, O>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::BwdParams: {
         if (!want_params) continue;
-        auto k = gn_bwd_params<T, W>;
+        auto k = gn_bwd_params<T, W, O>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
       case plan::Kernel::BwdDx: {
         if (a.dx == nullptr) continue;
-        auto k = gn_bwd_dx<T, W, V>;
+        auto k = gn_bwd_dx<T, W, O, V>;
         GN_LAUNCH(k, grid, block, smem, stream, p);
         break;
       }
@@ -420,21 +420,21 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
         not_in_direction(l, "scalar backward");
       case plan::Kernel::BwdSumsRows:
         if constexpr (V > 1) {
-          auto k = gn_bwd_sums_rows<T, W, V>;
+          auto k = gn_bwd_sums_rows<T, W, O, V>;
           GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
         not_in_direction(l, "scalar backward");
       case plan::Kernel::BwdCluster:
         if constexpr (V > 1) {
-          auto k = gn_bwd_cluster<T, W, V>;
+          auto k = gn_bwd_cluster<T, W, O, V>;
           GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
           break;
         }
         not_in_direction(l, "scalar backward");
       case plan::Kernel::BwdBundle:
         if constexpr (V > 1) {
-          auto k = gn_bwd_bundle<T, W, V>;
+          auto k = gn_bwd_bundle<T, W, O, V>;
           if (l.cluster > 1) GN_LAUNCH_CLUSTER(k, grid, block, smem, stream, static_cast<unsigned>(l.cluster), p);
           else GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
@@ -443,7 +443,7 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
       case plan::Kernel::BwdDxRows:
         if constexpr (V > 1) {
           if (a.dx == nullptr) continue;
-          auto k = gn_bwd_dx_rows<T, W, V>;
+          auto k = gn_bwd_dx_rows<T, W, O, V>;
           GN_LAUNCH(k, grid, block, smem, stream, p);
           break;
         }
@@ -454,15 +454,15 @@ void launch_backward_v(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl
   }
 }
 
-template <typename T, typename W>
-void launch_backward(const BackwardArgs<T, W>& a, const plan::BackwardPlan& pl, void* workspace,
+template <typename T, typename W, typename O>
+void launch_backward(const BackwardArgs<T, W, O>& a, const plan::BackwardPlan& pl, void* workspace,
                      cudaStream_t stream) {
   if (pl.launches.empty()) return;
   if (pl.vec > 1 && !(aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx)))
     throw std::invalid_argument("groupnorm_cuda: vectorized plan for misaligned tensors (call fit_backward_plan)");
   constexpr int VF = static_cast<int>(16 / sizeof(T));
-  if (pl.vec == 1) launch_backward_v<T, W, 1>(a, pl, workspace, stream);
-  else launch_backward_v<T, W, VF>(a, pl, workspace, stream);
+  if (pl.vec == 1) launch_backward_v<T, W, O, 1>(a, pl, workspace, stream);
+  else launch_backward_v<T, W, O, VF>(a, pl, workspace, stream);
 }
 
 }  // namespace kernels

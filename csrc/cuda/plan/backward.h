@@ -225,7 +225,7 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   // gn_bwd_onchip takes up to 80 registers (RESULTS.md), so 512-thread CTAs would leave one
   // CTA per SM.
   const int64_t Mv = D * p.HxW / V;
-  const int64_t slot2 = 2 * round_up(Mv * V * elem_size(p.dtype), 16);
+  const int64_t slot2 = onchip_bwd_slot_bytes(Mv, V * elem_size(p.dtype), V * out_elem_size(p));
   const WalkPlan on = plan_onchip_walk(p, Mv, slot2, kMaxBlock, 1024, ov);
   if (choose_onchip(p, ov, slot2 <= onchip_smem_limit(p), on, b.walk)) {
     plan_backward_onchip(b, on, slot2, b.walk.max_splits);
@@ -235,7 +235,8 @@ inline BackwardPlan plan_backward(const DeviceProblem& p, const Overrides& ov = 
   int64_t cluster_smem = 0;
   if ((ov.schedule == Schedule::Auto || ov.schedule == Schedule::Cluster) &&
       plan_cluster(p, ov, V, Mv, kMaxClusterBwdTpg, cw, cluster_smem, [&](int64_t chunk, int64_t cs) {
-        return cluster_bwd_smem_layout(chunk, V * elem_size(p.dtype), acc_size(p.dtype), cs, D).bytes;
+        return cluster_bwd_smem_layout(chunk, V * elem_size(p.dtype), V * out_elem_size(p), acc_size(p.dtype), cs,
+                                       D).bytes;
       })) {
     plan_backward_cluster(b, cw, cluster_smem);
     return b;

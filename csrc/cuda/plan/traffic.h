@@ -6,8 +6,10 @@
 //   backward: read x and dy once, write dx once; read mean, rstd, weight, bias; write dweight
 //             and dbias.
 // Assumptions:
-//   - X = N * C * HxW * sizeof(T) per tensor; parameters counted as sizeof(T) per channel each
-//     (float32 parameters with a half input move twice that: negligible next to X).
+//   - X = N * C * HxW * sizeof(T) for x and dx, Y the same for y and dy (4 bytes an element
+//     when they are float32 of a 16-bit x: Problem::float_out); parameters counted as
+//     sizeof(T) per channel each (float32 parameters with a half input move twice that:
+//     negligible next to X).
 //   - A tensor read by two different launches is read from DRAM twice. (With the whole tensor
 //     inside the 60 MB L2 of an H200 the second read may hit L2; the model does not count on
 //     it.) Data a CTA parks in shared memory between its statistics and its epilogue (the
@@ -34,7 +36,7 @@ struct Traffic {
 namespace detail {
 
 struct Sizes {
-  int64_t X, params, stats, NG, acc, C, N;
+  int64_t X, Y, params, stats, NG, acc, C, N;
 };
 
 inline Sizes sizes_of(const DeviceProblem& p) {
@@ -44,6 +46,7 @@ inline Sizes sizes_of(const DeviceProblem& p) {
   s.C = p.C;
   s.N = p.N;
   s.X = p.N * p.C * p.HxW * elem_size(p.dtype);
+  s.Y = p.N * p.C * p.HxW * out_elem_size(p);
   s.params = 2 * p.C * elem_size(p.dtype);
   s.stats = 2 * s.NG * s.acc;
   return s;
@@ -62,20 +65,20 @@ inline void set_bytes(Launch& l, int64_t read, int64_t write, Traffic& t) {
 inline Traffic forward_traffic(ForwardPlan& f) {
   const detail::Sizes s = detail::sizes_of(f.prob);
   Traffic t;
-  t.floor = 2 * s.X + s.params + s.stats;
+  t.floor = s.X + s.Y + s.params + s.stats;
   const int64_t partials = f.schedule == Schedule::Rows ? f.rows.ws_gstat : f.workspace_bytes;
   for (Launch& l : f.launches) {
     switch (l.id) {
       case Kernel::FwdOnChip:
       case Kernel::FwdCluster:
-      case Kernel::FwdBundle: detail::set_bytes(l, s.X + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdBundle: detail::set_bytes(l, s.X + s.params, s.Y + s.stats, t); break;
       case Kernel::FwdStats:
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, partials, t); break;
-      case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.X + s.stats, t); break;
+      case Kernel::FwdApply: detail::set_bytes(l, s.X + partials + s.params, s.Y + s.stats, t); break;
       case Kernel::FwdFinalize: detail::set_bytes(l, partials, s.stats + 3 * s.NG * s.acc, t); break;  // + (s, m, rstd)
       case Kernel::SplitMoments: detail::set_bytes(l, partials, 4 * s.NG * 8, t); break;
       case Kernel::SplitGiven: detail::set_bytes(l, 4 * s.NG * 8, s.stats + 3 * s.NG * s.acc, t); break;
-      case Kernel::FwdApplyRows: detail::set_bytes(l, s.X + s.stats + s.params, s.X, t); break;
+      case Kernel::FwdApplyRows: detail::set_bytes(l, s.X + s.stats + s.params, s.Y, t); break;
       default: throw std::logic_error("forward_traffic: no model for kernel " + l.kernel);
     }
   }
@@ -87,7 +90,7 @@ inline Traffic backward_traffic(BackwardPlan& b) {
   const detail::Sizes s = detail::sizes_of(b.prob);
   Traffic t;
   const int64_t pgrads = s.params;  // dweight + dbias
-  t.floor = 3 * s.X + s.stats + s.params + pgrads;
+  t.floor = 2 * s.X + s.Y + s.stats + s.params + pgrads;
   const int64_t dwp = b.dwp_rows * s.C * 2 * s.acc;  // dweight/dbias terms: a row per sample (or per nb samples)
   const int64_t sums = s.N * s.C * b.sums.pieces * 3 * s.acc;
   const int64_t coef = s.NG * 2 * s.acc;
@@ -97,17 +100,17 @@ inline Traffic backward_traffic(BackwardPlan& b) {
     switch (l.id) {
       case Kernel::BwdOnChip:
       case Kernel::BwdCluster:
-      case Kernel::BwdBundle: detail::set_bytes(l, 2 * s.X + s.stats + s.params, s.X + dwp, t); break;
+      case Kernel::BwdBundle: detail::set_bytes(l, s.X + s.Y + s.stats + s.params, s.X + dwp, t); break;
       case Kernel::FwdStats:  // SiLU pre-pass
       case Kernel::FwdStatsRows: detail::set_bytes(l, s.X, silu_ws, t); break;
       case Kernel::BwdSiluR: detail::set_bytes(l, silu_ws + s.stats, s.NG * s.acc, t); break;
       case Kernel::BwdSumsNchw:
       case Kernel::BwdSumsNhwc:
-      case Kernel::BwdSumsRows: detail::set_bytes(l, 2 * s.X + s.stats + s.params + silu_ws, sums, t); break;
+      case Kernel::BwdSumsRows: detail::set_bytes(l, s.X + s.Y + s.stats + s.params + silu_ws, sums, t); break;
       case Kernel::BwdCoeffs: detail::set_bytes(l, sums + s.stats + s.params, coef + dwp, t); break;
       case Kernel::BwdParams: detail::set_bytes(l, dwp, pgrads, t); break;
       case Kernel::BwdDx:
-      case Kernel::BwdDxRows: detail::set_bytes(l, 2 * s.X + coef + s.stats + s.params + silu_ws, s.X, t); break;
+      case Kernel::BwdDxRows: detail::set_bytes(l, s.X + s.Y + coef + s.stats + s.params + silu_ws, s.X, t); break;
       default: throw std::logic_error("backward_traffic: no model for kernel " + l.kernel);
     }
   }

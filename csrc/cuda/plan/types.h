@@ -417,7 +417,7 @@ inline bool plan_bundle(const DeviceProblem& p, const Overrides& ov, bool backwa
   auto rows_of = [&](int64_t cs) { return ceil_div(p.HxW, cs); };
   auto rows_par_of = [&](int64_t cs) { return clamp64(max_span / cols, 1, rows_of(cs)); };
   auto smem_of = [&](int64_t cs) {
-    return bundle_smem_layout(backward, rows_of(cs) * cols, v, elem_size(p.dtype), acc_size(p.dtype),
+    return bundle_smem_layout(backward, rows_of(cs) * cols, v, elem_size(p.dtype), out_elem_size(p), acc_size(p.dtype),
                               rows_par_of(cs) * cols, k, cols, cs).bytes;
   };
   // a CTA of a cluster gets at least kMinChunkElems elements: more CTAs for a tiny bundle buy
