@@ -154,6 +154,18 @@ def test_autocast_cuda_follows_nn_groupnorm(xdtype):
         with torch.autocast("cuda", dtype=torch.float16):
             yg = ours(xg)
         assert _leaf_of(yg.grad_fn, xg)
+    # gradients: nn.GroupNorm's under the same autocast, each in its input's dtype
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        ya, yb = ours(xa), ref(xb)
+    dy = torch.randn_like(ya)
+    ya.backward(dy)
+    yb.backward(dy)
+    assert xa.grad.dtype == xb.grad.dtype == xdtype
+    ulp = {torch.float32: 1e-6, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}[xdtype]
+    assert rel_err(xa.grad, xb.grad) < 4 * ulp
+    for p, q in ((ours.weight, ref.weight), (ours.bias, ref.bias)):
+        assert p.grad.dtype == q.grad.dtype and rel_err(p.grad, q.grad) < 1e-5
 
 
 BWD = torch.ops.groupnorm_cuda.backward.default

@@ -100,8 +100,8 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
     Mutation(
         name="e_launcher_ignores_plan",
         file="launcher.cuh",
-        old="        auto k = gn_bwd_params<T, W>;\n        GN_LAUNCH(k, grid, block, smem, stream, p);",
-        new="        auto k = gn_bwd_params<T, W>;\n        GN_LAUNCH(k, grid, dim3(128, 1, 1), smem, stream, p);",
+        old="        auto k = gn_bwd_params<T, W, O>;\n        GN_LAUNCH(k, grid, block, smem, stream, p);",
+        new="        auto k = gn_bwd_params<T, W, O>;\n        GN_LAUNCH(k, grid, dim3(128, 1, 1), smem, stream, p);",
         mode="plain",
         what="gn_bwd_params launched with a block size of the launcher's own instead of the plan's",
         args=("--case-filter", "f32_split_nchw"),

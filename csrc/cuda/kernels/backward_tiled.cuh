@@ -190,11 +190,11 @@ __global__ void gn_bwd_onchip(BwdParams<T, W, O> p) {
   int64_t nblk, gblk;
   const GroupSlot gs = onchip_slot(p.dx_sched, geo, nb, nblk, gblk);
   const int slot = static_cast<int>(threadIdx.x) / tpg;
-  const int64_t slot_bytes = onchip_bwd_slot_bytes(geo.Mv, static_cast<int64_t>(sizeof(Vec<T, V>)),
-                                                   static_cast<int64_t>(sizeof(Vec<O, V>)));
+  const int64_t xvec = static_cast<int64_t>(sizeof(Vec<T, V>)), dvec = static_cast<int64_t>(sizeof(Vec<O, V>));
+  const int64_t slot_bytes = onchip_bwd_slot_bytes(geo.Mv, xvec, dvec);
   unsigned char* slot_base = gn_dynamic_smem<unsigned char>() + static_cast<int64_t>(slot) * slot_bytes;
   Vec<T, V>* xt = reinterpret_cast<Vec<T, V>*>(slot_base);
-  Vec<O, V>* dt = reinterpret_cast<Vec<O, V>*>(slot_base + tile_bytes_of(geo.Mv, static_cast<int64_t>(sizeof(Vec<T, V>))));
+  Vec<O, V>* dt = reinterpret_cast<Vec<O, V>*>(slot_base + tile_bytes_of(geo.Mv, xvec));
   const int64_t ng = gs.active ? gs.ng : 0;
   const int64_t n = ng / geo.G, g = ng - n * geo.G;
   const int64_t base = geo.group_base(ng);
