@@ -26,18 +26,14 @@ namespace {
 
 using Outputs = OpOutputs;
 
-std::optional<at::Tensor> as_float(const std::optional<at::Tensor>& p) {
-  return p.has_value() ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt;
-}
-
 // Runs on whatever device its tensors are on (the tests redispatch CPU tensors to this key).
 Outputs forward_autocast_cuda(const at::Tensor& x, const std::optional<at::Tensor>& w,
                               const std::optional<at::Tensor>& b, int64_t groups, double eps,
                               c10::string_view act, std::optional<at::ScalarType> out_dtype) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   if (x.scalar_type() == at::kDouble) return call_forward(x, w, b, groups, eps, act, out_dtype);
-  return call_forward(x, as_float(w), as_float(b), groups, eps, act,
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  return call_forward(x, float_param(w), float_param(b), groups, eps, act,
                       half ? std::optional<at::ScalarType>(at::kFloat) : out_dtype);
 }
 

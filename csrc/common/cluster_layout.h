@@ -62,12 +62,12 @@ GN_HOST_DEVICE inline ClusterBwdSmem cluster_bwd_smem_layout(int64_t chunk_vecto
 }
 
 // The bundle kernels (gn_fwd_bundle, gn_bwd_bundle): the chunk's tiles (x; the backward x and
-// dy, dy's elements dy_elem_bytes each), then, as accumulator values: `per_thread` values of each of the `span` working threads
-// (the forward and the backward's SiLU statistics: (n, mean, M2) of the two groups a thread
-// touches; the backward's sums: sum dy', sum dy' u per lane, sum u of the two groups), the
-// CTA's per-channel sums of the bundle (backward: 2 per channel), its per-group Welford
-// partials and sums (3 per group each), the cluster's gathered partials and sums (per group, 3
-// per rank each) and per-group results (4 per group).
+// dy, dy's elements dy_elem_bytes each), then, as accumulator values: `per_thread` values of
+// each of the `span` working threads (the forward and the backward's SiLU statistics: (n,
+// mean, M2) of the two groups a thread touches; the backward's sums: sum dy', sum dy' u per
+// lane, sum u of the two groups), the CTA's per-channel sums of the bundle (backward: 2 per
+// channel), its per-group Welford partials and sums (3 per group each), the cluster's gathered
+// partials and sums (per group, 3 per rank each) and per-group results (4 per group).
 struct BundleSmem {
   int64_t tile_bytes, dy_tile_bytes, part, chan, wpart, spart, wall, sall, fin, bytes;
 };

@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 namespace groupnorm_cuda {
 
 // dtype of the affine parameters: weight's, else bias's, else x's (checks.h has made weight and
@@ -20,6 +22,9 @@ inline at::ScalarType param_dtype(const at::Tensor& x, const at::Tensor* w, cons
 inline at::Tensor float_param(const at::Tensor& p) {
   const bool half = p.defined() && (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16);
   return half ? p.to(at::kFloat) : p;
+}
+inline std::optional<at::Tensor> float_param(const std::optional<at::Tensor>& p) {
+  return p.has_value() ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt;
 }
 
 template <typename F>

@@ -54,8 +54,8 @@ inline at::ScalarType stats_dtype(at::ScalarType x_dtype) {
 inline Outputs allocate_forward_outputs(const at::Tensor& x, Layout layout, int64_t num_groups,
                                         std::optional<at::ScalarType> y_dtype = std::nullopt) {
   const auto opts = x.options().dtype(stats_dtype(x.scalar_type()));
-  return {empty_in_layout(x, layout, y_dtype.value_or(x.scalar_type())), at::empty_symint({x.sym_size(0), num_groups}, opts),
-          at::empty_symint({x.sym_size(0), num_groups}, opts)};
+  return {empty_in_layout(x, layout, y_dtype.value_or(x.scalar_type())),
+          at::empty_symint({x.sym_size(0), num_groups}, opts), at::empty_symint({x.sym_size(0), num_groups}, opts)};
 }
 
 // The moments of x per (n, group) (check_moments): (N, num_groups, 4) float64.

@@ -190,8 +190,8 @@ Outputs forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& we
     // A float32 y of a 16-bit input: the float32 kernels on a float32 copy (the same values).
     // Autocast on the CPU never asks for it (group_norm is on none of its lists, autocast.cpp);
     // the CUDA kernels read the 16-bit input themselves.
-    auto as_float = [](const at::Tensor* p) { return p ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt; };
-    return forward_cpu(input.to(at::kFloat), as_float(w), as_float(b), num_groups, eps, activation, std::nullopt);
+    return forward_cpu(input.to(at::kFloat), float_param(weight), float_param(bias), num_groups, eps, activation,
+                       std::nullopt);
   }
   const Problem prob = make_problem(input, num_groups, activation);
   const ForwardTensors t{to_layout(input, prob.layout), contiguous_or_undefined(w), contiguous_or_undefined(b), eps};
@@ -253,9 +253,8 @@ Outputs backward_cpu(const at::Tensor& grad_out, const at::Tensor& input, const 
   if (grad_out.scalar_type() != input.scalar_type()) {
     // The float32 gradient of a float32 y of a 16-bit input (forward_cpu): the float32 kernels
     // on float32 copies, dx rounded once to the input's dtype, dweight / dbias to theirs.
-    auto as_float = [](const at::Tensor* p) { return p ? std::optional<at::Tensor>(float_param(*p)) : std::nullopt; };
-    Outputs out = backward_cpu(grad_out, input.to(at::kFloat), mean, rstd, as_float(w), as_float(b), num_groups,
-                               activation, mask);
+    Outputs out = backward_cpu(grad_out, input.to(at::kFloat), mean, rstd, float_param(weight), float_param(bias),
+                               num_groups, activation, mask);
     std::get<0>(out) = std::get<0>(out).to(input.scalar_type());
     cast_param_grads(out, input, w, b);
     return out;

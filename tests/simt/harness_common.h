@@ -121,7 +121,7 @@ struct Case {
   // Empty: the fused ops. Else the split ops (split_harness.h) over shards of these spatial
   // lengths (summing to HxW; 0: an empty shard), the statistics merged between them.
   std::vector<int64_t> shards = {};
-  bool ofloat = false;  // y and dy in float (O = float) with a 16-bit x and W = float: autocast's
+  bool ofloat = false;  // y and dy in float (O = float), 16-bit x, W = float: autocast (fused ops)
 };
 
 static int g_failures = 0;
