@@ -27,31 +27,23 @@ DRIVER = r"""
 #include "cuda/kernels/launcher.cuh"
 using namespace groupnorm_cuda;
 using namespace groupnorm_cuda::kernels;
-template <typename T, typename W> void instantiate_all() {
-  ForwardArgs<T, W, T> fa{};
-  BackwardArgs<T, W, T> ba{};
+// O: the type of y and dy (T, or float for a 16-bit T: autocast's output, group_norm_cuda.cu).
+template <typename T, typename W, typename O> void instantiate_all() {
+  ForwardArgs<T, W, O> fa{};
+  BackwardArgs<T, W, O> ba{};
   plan::ForwardPlan fp;
   plan::BackwardPlan bp;
-  launch_forward<T, W, T>(fa, fp, nullptr, 0);
-  launch_backward<T, W, T>(ba, bp, nullptr, 0);
+  launch_forward<T, W, O>(fa, fp, nullptr, 0);
+  launch_backward<T, W, O>(ba, bp, nullptr, 0);
 }
-// A float y of a 16-bit x and its float dy (autocast's output; group_norm_cuda.cu).
-template <typename T> void instantiate_float_out() {
-  ForwardArgs<T, float, float> fa{};
-  BackwardArgs<T, float, float> ba{};
-  plan::ForwardPlan fp;
-  plan::BackwardPlan bp;
-  launch_forward<T, float, float>(fa, fp, nullptr, 0);
-  launch_backward<T, float, float>(ba, bp, nullptr, 0);
-}
-template void instantiate_all<float, float>();
-template void instantiate_all<double, double>();
-template void instantiate_all<__half, __half>();
-template void instantiate_all<__half, float>();
-template void instantiate_all<__nv_bfloat16, __nv_bfloat16>();
-template void instantiate_all<__nv_bfloat16, float>();
-template void instantiate_float_out<__half>();
-template void instantiate_float_out<__nv_bfloat16>();
+template void instantiate_all<float, float, float>();
+template void instantiate_all<double, double, double>();
+template void instantiate_all<__half, __half, __half>();
+template void instantiate_all<__half, float, __half>();
+template void instantiate_all<__nv_bfloat16, __nv_bfloat16, __nv_bfloat16>();
+template void instantiate_all<__nv_bfloat16, float, __nv_bfloat16>();
+template void instantiate_all<__half, float, float>();
+template void instantiate_all<__nv_bfloat16, float, float>();
 """
 
 ENTRY_RE = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
