@@ -32,9 +32,8 @@ Outputs forward_autocast_cuda(const at::Tensor& x, const std::optional<at::Tenso
                               c10::string_view act, std::optional<at::ScalarType> out_dtype) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
   if (x.scalar_type() == at::kDouble) return call_forward(x, w, b, groups, eps, act, out_dtype);
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   return call_forward(x, float_param(w), float_param(b), groups, eps, act,
-                      half ? std::optional<at::ScalarType>(at::kFloat) : out_dtype);
+                      is_16bit_float(x.scalar_type()) ? std::optional<at::ScalarType>(at::kFloat) : out_dtype);
 }
 
 }  // namespace

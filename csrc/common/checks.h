@@ -54,7 +54,7 @@ inline void check_param(const at::Tensor* t, const char* name, const at::Tensor&
   TORCH_CHECK(t->device() == x.device(), "Expected all tensors to be on the same device, but ", name, " is on ",
               t->device(), " and input is on ", x.device());
   const auto xt = x.scalar_type();
-  const bool half = xt == at::kHalf || xt == at::kBFloat16;
+  const bool half = is_16bit_float(xt);
   TORCH_CHECK(t->scalar_type() == xt || (half && t->scalar_type() == at::kFloat), "groupnorm_cuda: expected ", name,
               " to have dtype ", xt, half ? " or Float" : "", " (the input's), but got ", t->scalar_type());
 }
@@ -65,9 +65,9 @@ inline void check_param(const at::Tensor* t, const char* name, const at::Tensor&
 inline at::ScalarType forward_out_dtype(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) {
   const at::ScalarType xt = x.scalar_type();
   if (!out_dtype.has_value() || *out_dtype == xt) return xt;
-  TORCH_CHECK(*out_dtype == at::kFloat && (xt == at::kHalf || xt == at::kBFloat16),
+  TORCH_CHECK(*out_dtype == at::kFloat && is_16bit_float(xt),
               "groupnorm_cuda.forward: expected out_dtype to be the input's dtype (", xt, ")",
-              xt == at::kHalf || xt == at::kBFloat16 ? " or Float" : "", ", but got ", *out_dtype);
+              is_16bit_float(xt) ? " or Float" : "", ", but got ", *out_dtype);
   return at::kFloat;
 }
 
@@ -135,7 +135,7 @@ inline void check_backward_inputs(const at::Tensor& dy, const at::Tensor& x, con
   for (int64_t d = 0; d < x.dim(); ++d)
     TORCH_SYM_CHECK(dy.sym_size(d).sym_eq(x.sym_size(d)), "groupnorm_cuda.backward: expected grad_output of shape ",
                     x.sym_sizes(), ", but got ", dy.sym_sizes());
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  const bool half = is_16bit_float(x.scalar_type());
   TORCH_CHECK(dy.scalar_type() == x.scalar_type() || (float_grad && half && dy.scalar_type() == at::kFloat),
               "groupnorm_cuda.backward: expected grad_output of dtype ", x.scalar_type(),
               float_grad && half ? " or Float" : "", ", but got ", dy.scalar_type());

@@ -44,6 +44,10 @@ inline at::Tensor empty_in_layout(const at::Tensor& like, Layout layout, at::Sca
   return at::empty_strided_symint(like.sym_sizes(), like.sym_strides(), like.options().dtype(dtype));
 }
 
+// float16 or bfloat16: the input dtypes whose parameters may be float32 and whose y (and dy)
+// may be float32 (forward_out_dtype).
+inline bool is_16bit_float(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
+
 // dtype of the saved mean / rstd: float64 for float64 input, float32 otherwise.
 inline at::ScalarType stats_dtype(at::ScalarType x_dtype) {
   return x_dtype == at::kDouble ? at::kDouble : at::kFloat;

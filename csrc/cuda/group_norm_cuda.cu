@@ -17,7 +17,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -94,44 +93,48 @@ struct ForwardParts {
   at::Tensor* moments_out = nullptr;
 };
 
-// The kernels of element types T (x), W (parameters), O (y) on x in the kernels' layout.
-template <typename T, typename W, typename O>
-void launch_forward_typed(const plan::DeviceProblem& dprob, const at::Tensor& x, const at::Tensor& wc,
-                          const at::Tensor& bc, double eps, Outputs& out, const ForwardParts& parts,
-                          cudaStream_t stream) {
-  using A = acc_t<T>;
-  const bool normalize = parts.part != plan::Part::Stats;
-  kernels::ForwardArgs<T, W, O> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
-                                  mutable_or_null<O>(std::get<0>(out), normalize),
-                                  mutable_or_null<A>(std::get<1>(out), normalize),
-                                  mutable_or_null<A>(std::get<2>(out), normalize), eps};
-  a.moments_out = parts.moments_out ? parts.moments_out->data_ptr<double>() : nullptr;
-  a.moments_in = parts.moments_in ? parts.moments_in->data_ptr<double>() : nullptr;
-  const plan::ForwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_forward(dprob)
-                                                               : plan::plan_forward_part(dprob, parts.part);
-  const plan::ForwardPlan fp = kernels::fit_forward_plan(a, p0);
-  at::Tensor ws;
-  kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
-}
-
-// x in the kernels' layout, parameters contiguous (undefined when absent); out from
-// allocate_forward_outputs (unused by Stats). A float32 y of a 16-bit x (forward_out_dtype)
-// takes float32 parameters (wt == kFloat: the caller converts 16-bit ones, C values).
+// x in the kernels' layout, parameters contiguous (undefined when absent; kernel_params); out
+// from allocate_forward_outputs (unused by Stats). y of another dtype than x: float32 of a
+// 16-bit x (forward_out_dtype), the kernels' O.
 void run_forward(const Problem& prob, const at::Tensor& x, const at::Tensor& wc, const at::Tensor& bc,
                  at::ScalarType wt, double eps, Outputs& out, const ForwardParts& parts) {
-  const bool y_float = parts.part != plan::Part::Stats && std::get<0>(out).scalar_type() != x.scalar_type();
-  TORCH_INTERNAL_ASSERT(!y_float || wt == at::kFloat, "groupnorm_cuda: a float32 y takes float32 parameters");
+  const bool normalize = parts.part != plan::Part::Stats;
   plan::DeviceProblem dprob = on_device(prob, x);
-  dprob.float_out = y_float;
+  dprob.float_out = normalize && std::get<0>(out).scalar_type() != x.scalar_type();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
+  dispatch_types_out(x.scalar_type(), wt, dprob.float_out, [&]<typename T0, typename W0, typename O0>() {
     using T = cuda_t<T0>;
     using W = cuda_t<W0>;
-    if constexpr (sizeof(T) == 2 && std::is_same_v<W, float>) {
-      if (y_float) return launch_forward_typed<T, W, float>(dprob, x, wc, bc, eps, out, parts, stream);
-    }
-    launch_forward_typed<T, W, T>(dprob, x, wc, bc, eps, out, parts, stream);
+    using O = cuda_t<O0>;
+    using A = acc_t<T>;
+    kernels::ForwardArgs<T, W, O> a{ptr_or_null<T>(x), ptr_or_null<W>(wc), ptr_or_null<W>(bc),
+                                    mutable_or_null<O>(std::get<0>(out), normalize),
+                                    mutable_or_null<A>(std::get<1>(out), normalize),
+                                    mutable_or_null<A>(std::get<2>(out), normalize), eps};
+    a.moments_out = parts.moments_out ? parts.moments_out->data_ptr<double>() : nullptr;
+    a.moments_in = parts.moments_in ? parts.moments_in->data_ptr<double>() : nullptr;
+    const plan::ForwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_forward(dprob)
+                                                                 : plan::plan_forward_part(dprob, parts.part);
+    const plan::ForwardPlan fp = kernels::fit_forward_plan(a, p0);
+    at::Tensor ws;
+    kernels::launch_forward(a, fp, workspace(ws, kernels::forward_workspace_bytes(fp), x), stream);
   });
+}
+
+// The parameters as the kernels take them: contiguous (undefined when absent), and float32 when
+// y and dy are float32 of a 16-bit x (float_out); with their dtype for dispatch_types_out.
+struct KernelParams {
+  at::Tensor w, b;
+  at::ScalarType dtype;
+};
+KernelParams kernel_params(const at::Tensor& x, const at::Tensor* w, const at::Tensor* b, bool float_out) {
+  KernelParams p{contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b)};
+  if (float_out) {
+    p.w = float_param(p.w);
+    p.b = float_param(p.b);
+    p.dtype = at::kFloat;
+  }
+  return p;
 }
 
 Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& weight,
@@ -146,14 +149,8 @@ Outputs forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& w
   const at::Tensor x = to_layout(input, prob.layout);
   Outputs out = allocate_forward_outputs(x, prob.layout, num_groups, yt);
   if (prob.N == 0) return out;
-  at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
-  at::ScalarType wt = param_dtype(x, w, b);
-  if (yt != x.scalar_type()) {  // a float32 y of the 16-bit x: float32 parameters
-    wc = float_param(wc);
-    bc = float_param(bc);
-    wt = at::kFloat;
-  }
-  run_forward(prob, x, wc, bc, wt, eps, out, ForwardParts{});
+  const KernelParams p = kernel_params(x, w, b, yt != x.scalar_type());
+  run_forward(prob, x, p.w, p.b, p.dtype, eps, out, ForwardParts{});
   return out;
 }
 
@@ -189,7 +186,8 @@ Outputs apply_cuda(const at::Tensor& input, const at::Tensor& moments, const std
   ForwardParts parts;
   parts.part = plan::Part::Apply;
   parts.moments_in = &m;
-  run_forward(prob, x, contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(x, w, b), eps, out, parts);
+  const KernelParams p = kernel_params(x, w, b, false);
+  run_forward(prob, x, p.w, p.b, p.dtype, eps, out, parts);
   return out;
 }
 
@@ -204,53 +202,40 @@ struct BackwardParts {
   int64_t M_total = 0;
 };
 
-// The kernels of element types T (x, dx), W (parameters), O (dy) on tensors in the kernels'
-// layout.
-template <typename T, typename W, typename O>
-void launch_backward_typed(const plan::DeviceProblem& dprob, const at::Tensor& dy, const at::Tensor& x,
-                           const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& wc, const at::Tensor& bc,
-                           Outputs& out, std::array<bool, 3> want, const BackwardParts& parts, cudaStream_t stream) {
-  using A = acc_t<T>;
-  auto& [dx, dw, db] = out;
-  const bool acc_params = parts.part == plan::Part::Sums;
-  kernels::BackwardArgs<T, W, O> a{ptr_or_null<O>(dy),       ptr_or_null<T>(x),
-                                   ptr_or_null<A>(mean),     ptr_or_null<A>(rstd),
-                                   ptr_or_null<W>(wc),       ptr_or_null<W>(bc),
-                                   mutable_or_null<T>(dx, want[0]), mutable_or_null<W>(dw, want[1] && !acc_params),
-                                   mutable_or_null<W>(db, want[2] && !acc_params)};
-  a.dweight_acc = mutable_or_null<A>(dw, want[1] && acc_params);
-  a.dbias_acc = mutable_or_null<A>(db, want[2] && acc_params);
-  a.r_in = parts.r_in ? ptr_or_null<A>(*parts.r_in) : nullptr;
-  a.group_out = parts.group_out ? mutable_or_null<A>(*parts.group_out, true) : nullptr;
-  a.group_in = parts.group_in ? ptr_or_null<A>(*parts.group_in) : nullptr;
-  a.M_total = parts.M_total;
-  const plan::BackwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_backward(dprob)
-                                                                : plan::plan_backward_part(dprob, parts.part);
-  const plan::BackwardPlan bp = kernels::fit_backward_plan(a, p0);
-  at::Tensor ws;
-  kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
-}
-
 // dy and x in the kernels' layout, mean and rstd contiguous, parameters contiguous (undefined
-// when absent); out = (dx, dweight, dbias), each written where want[i]. A float32 dy of a
-// 16-bit x (the fused backward only) takes float32 parameters (wt == kFloat).
+// when absent; kernel_params); out = (dx, dweight, dbias), each written where want[i]. dy of
+// another dtype than x: float32 of a 16-bit x (the fused backward only), the kernels' O.
 void run_backward(const Problem& prob, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                   const at::Tensor& rstd, const at::Tensor& wc, const at::Tensor& bc, at::ScalarType wt,
                   Outputs& out, std::array<bool, 3> want, const BackwardParts& parts) {
-  const bool dy_float = dy.scalar_type() != x.scalar_type();
-  TORCH_INTERNAL_ASSERT(!dy_float || (wt == at::kFloat && parts.part == plan::Part::Whole),
-                        "groupnorm_cuda: a float32 grad_out takes float32 parameters");
+  auto& [dx, dw, db] = out;
   plan::DeviceProblem dprob = on_device(prob, x);
-  dprob.float_out = dy_float;
+  dprob.float_out = dy.scalar_type() != x.scalar_type();
+  TORCH_INTERNAL_ASSERT(!dprob.float_out || parts.part == plan::Part::Whole,
+                        "groupnorm_cuda: a float32 grad_out is for the fused backward only");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  dispatch_types(x.scalar_type(), wt, [&]<typename T0, typename W0>() {
+  const bool acc_params = parts.part == plan::Part::Sums;
+  dispatch_types_out(x.scalar_type(), wt, dprob.float_out, [&]<typename T0, typename W0, typename O0>() {
     using T = cuda_t<T0>;
     using W = cuda_t<W0>;
-    if constexpr (sizeof(T) == 2 && std::is_same_v<W, float>) {
-      if (dy_float)
-        return launch_backward_typed<T, W, float>(dprob, dy, x, mean, rstd, wc, bc, out, want, parts, stream);
-    }
-    launch_backward_typed<T, W, T>(dprob, dy, x, mean, rstd, wc, bc, out, want, parts, stream);
+    using O = cuda_t<O0>;
+    using A = acc_t<T>;
+    kernels::BackwardArgs<T, W, O> a{ptr_or_null<O>(dy),       ptr_or_null<T>(x),
+                                     ptr_or_null<A>(mean),     ptr_or_null<A>(rstd),
+                                     ptr_or_null<W>(wc),       ptr_or_null<W>(bc),
+                                     mutable_or_null<T>(dx, want[0]), mutable_or_null<W>(dw, want[1] && !acc_params),
+                                     mutable_or_null<W>(db, want[2] && !acc_params)};
+    a.dweight_acc = mutable_or_null<A>(dw, want[1] && acc_params);
+    a.dbias_acc = mutable_or_null<A>(db, want[2] && acc_params);
+    a.r_in = parts.r_in ? ptr_or_null<A>(*parts.r_in) : nullptr;
+    a.group_out = parts.group_out ? mutable_or_null<A>(*parts.group_out, true) : nullptr;
+    a.group_in = parts.group_in ? ptr_or_null<A>(*parts.group_in) : nullptr;
+    a.M_total = parts.M_total;
+    const plan::BackwardPlan p0 = parts.part == plan::Part::Whole ? plan::plan_backward(dprob)
+                                                                  : plan::plan_backward_part(dprob, parts.part);
+    const plan::BackwardPlan bp = kernels::fit_backward_plan(a, p0);
+    at::Tensor ws;
+    kernels::launch_backward(a, bp, workspace(ws, kernels::backward_workspace_bytes(bp), x), stream);
   });
 }
 
@@ -268,20 +253,14 @@ Outputs backward_cuda(const at::Tensor& grad_out, const at::Tensor& input, const
   // The float32 gradient of a float32 y of the 16-bit x, read by the kernels as it is, with
   // float32 parameters (C values): dweight / dbias in float32, then in their parameters' dtypes.
   const bool dy_float = grad_out.scalar_type() != input.scalar_type();
-  at::Tensor wc = contiguous_or_undefined(w), bc = contiguous_or_undefined(b);
-  at::ScalarType wt = param_dtype(x, w, b);
-  if (dy_float) {
-    wc = float_param(wc);
-    bc = float_param(bc);
-    wt = at::kFloat;
-  }
-  Outputs out = allocate_backward_outputs(x, prob.layout, w ? &wc : nullptr, b ? &bc : nullptr, output_mask);
+  const KernelParams p = kernel_params(x, w, b, dy_float);
+  Outputs out = allocate_backward_outputs(x, prob.layout, w ? &p.w : nullptr, b ? &p.b : nullptr, output_mask);
   if (prob.N == 0) {  // empty batch: zero parameter gradients
     if (want[1]) std::get<1>(out).zero_();
     if (want[2]) std::get<2>(out).zero_();
   } else if (want[0] || want[1] || want[2]) {
-    run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(), wc, bc, wt, out,
-                 want, BackwardParts{});
+    run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(), p.w, p.b, p.dtype,
+                 out, want, BackwardParts{});
   }
   if (dy_float) cast_param_grads(out, input, w, b);
   return out;
@@ -307,9 +286,9 @@ Outputs backward_sums_cuda(const at::Tensor& grad_out, const at::Tensor& input, 
   parts.part = plan::Part::Sums;
   parts.r_in = &r;
   parts.group_out = &std::get<0>(out);
+  const KernelParams p = kernel_params(input, w, b, false);
   run_backward(prob, to_layout(grad_out, prob.layout), to_layout(input, prob.layout), mean.contiguous(),
-               rstd.contiguous(), contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(input, w, b),
-               grads, {false, w != nullptr, b != nullptr}, parts);
+               rstd.contiguous(), p.w, p.b, p.dtype, grads, {false, w != nullptr, b != nullptr}, parts);
   return out;
 }
 
@@ -332,9 +311,9 @@ at::Tensor backward_dx_cuda(const at::Tensor& grad_out, const at::Tensor& input,
   parts.r_in = &r;
   parts.group_in = &sums;
   parts.M_total = count;
-  run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(),
-               contiguous_or_undefined(w), contiguous_or_undefined(b), param_dtype(input, w, b), out,
-               {true, false, false}, parts);
+  const KernelParams p = kernel_params(x, w, b, false);
+  run_backward(prob, to_layout(grad_out, prob.layout), x, mean.contiguous(), rstd.contiguous(), p.w, p.b, p.dtype,
+               out, {true, false, false}, parts);
   return std::get<0>(out);
 }
 
