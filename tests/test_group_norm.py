@@ -195,3 +195,23 @@ def test_nan_in_one_group_does_not_leak(device):
         else:
             assert torch.isfinite(blk).all(), f"group ({n}, {g}) corrupted"
             assert rel_err(blk, ref[n, 2 * g : 2 * g + 2]) < 1e-5
+
+
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_nonfinite_grad_stays_in_its_channel(device, activation):
+    # Channels of 25 values: the CPU reductions walk a group's channels as one run of vectors, so
+    # a vector holds the end of one channel and the start of the next. A NaN / inf of dy in such
+    # a vector must reach its own channel's dweight / dbias only (not as inf * 0 = NaN in the
+    # neighbour's); every output must be finite exactly where float64 PyTorch's is, and match it.
+    x = make_input((2, 8, 5, 5), torch.float32, "contiguous", device)
+    w, b = make_params(8, torch.float32, "both", device)
+    dy = torch.randn(x.shape, dtype=torch.float64).to(torch.float32).to(device)
+    dy[0, 1, 4, 4] = float("nan")  # the last value of channel 1 (with the first of channel 2)
+    dy[0, 5, 0, 0] = float("inf")  # the first value of channel 5 (with the last of channel 4)
+    _, grads = run_ours(x, 2, w, b, 1e-5, activation, dy)
+    _, grads_ref = reference(x, 2, w, b, 1e-5, activation, dy)
+    for name, o, r in zip(["dx", "dweight", "dbias"], grads, grads_ref):
+        o, r = o.double().cpu(), r.cpu()
+        assert torch.equal(torch.isfinite(o), torch.isfinite(r)), f"{name}: non-finite values leaked"
+        fin = torch.isfinite(r)
+        assert fin.any() and rel_err(o[fin], r[fin]) < 1e-5, name

@@ -330,6 +330,7 @@ std::map<std::string, int64_t> tuning_report() {
           {"llc_bytes", m.llc},
           {"huge_page_bytes", m.huge_page},
           {"thp_madvise", m.thp_madvise},
+          {"cpu_vendor_intel", m.intel},
           {"huge_pages_for_outputs", huge_pages_on().load()},
           {"threads", at::get_num_threads()}};
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/kernels/backward_channel.h"
 #include "cpu/kernels/backward_common.h"
 #include "cpu/kernels/common.h"
 #include "cpu/kernels/params.h"
@@ -18,116 +19,6 @@ namespace cpu {
 namespace {  // internal linkage: cpu/kernels/ belongs to the one CPU translation unit
 
 using at::vec::Vectorized;
-
-template <typename A>
-struct ChanSums {
-  A a = 0, bs = 0, e = 0;
-  void add(const ChanSums& o) {
-    a += o.a;
-    bs += o.bs;
-    e += o.e;
-  }
-};
-
-// Sums over n values of one channel (u = x - mu), read as T and converted in registers.
-// With SiLU, z = u * zc.zs + zc.zb, and dy' is also stored to g_out when it is not null.
-// e is accumulated in the same order with and without only_e (the SiLU pre-pass relies on
-// getting the same bits).
-template <typename T>
-GN_HOT_INLINE inline ChanSums<acc_t<T>> channel_sums(const T* dy, const T* x, int64_t n, acc_t<T> mu, bool silu,
-                                       ZCoef<acc_t<T>> zc, bool only_e, acc_t<T>* g_out = nullptr) {
-  using A = acc_t<T>;
-  using V = Vectorized<A>;
-  const V vmu(mu), zs(zc.zs), zb(zc.zb);
-  V va(0), vb(0), ve(0);
-  A sa = 0, sb = 0, se = 0;
-  T* const none = nullptr;
-  if (only_e) {
-    walk<T>(
-        n, none, [&](int64_t, const V& v) { ve += v - vmu; }, [&](int64_t, A v) { se += v - mu; }, x);
-  } else if (silu) {
-    walk<T>(
-        n, none,
-        [&](int64_t i, const V& g0, const V& v) {
-          const V u = v - vmu;
-          const V g = silu_grad_vec<T>(g0, at::vec::fmadd(u, zs, zb));
-          if (g_out) g.store(g_out + i);
-          va += g;
-          vb = at::vec::fmadd(g, u, vb);
-          ve += u;
-        },
-        [&](int64_t i, A g0, A v) {
-          const A u = v - mu;
-          const A g = silu_grad_scalar(g0, u * zc.zs + zc.zb);
-          if (g_out) g_out[i] = g;
-          sa += g;
-          sb += g * u;
-          se += u;
-        },
-        dy, x);
-  } else {
-    walk<T>(
-        n, none,
-        [&](int64_t, const V& g, const V& v) {
-          const V u = v - vmu;
-          va += g;
-          vb = at::vec::fmadd(g, u, vb);
-          ve += u;
-        },
-        [&](int64_t, A g, A v) {
-          const A u = v - mu;
-          sa += g;
-          sb += g * u;
-          se += u;
-        },
-        dy, x);
-  }
-  ChanSums<A> out;
-  out.a = hsum(va) + sa;
-  out.bs = hsum(vb) + sb;
-  out.e = hsum(ve) + se;
-  return out;
-}
-
-// dx = c1 * dy' + c2 * u + c3 over n values of one channel, T in and out.
-template <typename T>
-GN_HOT_INLINE inline void channel_dx(const T* dy, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1, acc_t<T> c2,
-                       acc_t<T> c3, bool silu, ZCoef<acc_t<T>> zc) {
-  using A = acc_t<T>;
-  using V = Vectorized<A>;
-  const V vmu(mu), v1(c1), v2(c2), v3(c3), zs(zc.zs), zb(zc.zb);
-  if (silu) {
-    walk<T>(
-        n, out,
-        [&](int64_t, const V& g0, const V& v) {
-          const V u = v - vmu;
-          return at::vec::fmadd(v1, silu_grad_vec<T>(g0, at::vec::fmadd(u, zs, zb)), at::vec::fmadd(v2, u, v3));
-        },
-        [&](int64_t, A g0, A v) {
-          const A u = v - mu;
-          return c1 * silu_grad_scalar(g0, u * zc.zs + zc.zb) + (c2 * u + c3);
-        },
-        dy, x);
-  } else {
-    walk<T>(
-        n, out,
-        [&](int64_t, const V& g, const V& v) { return at::vec::fmadd(v1, g, at::vec::fmadd(v2, v - vmu, v3)); },
-        [&](int64_t, A g, A v) { return c1 * g + (c2 * (v - mu) + c3); }, dy, x);
-  }
-}
-
-// dx = c1 * g + c2 * u + c3 with dy' = g kept from channel_sums (SiLU: no second sigmoid).
-template <typename T>
-GN_HOT_INLINE inline void channel_dx_kept(const acc_t<T>* g, const T* x, T* out, int64_t n, acc_t<T> mu, acc_t<T> c1,
-                            acc_t<T> c2, acc_t<T> c3) {
-  using A = acc_t<T>;
-  using V = Vectorized<A>;
-  const V vmu(mu), v1(c1), v2(c2), v3(c3);
-  walk<T>(
-      n, out,
-      [&](int64_t i, const V& v) { return at::vec::fmadd(v1, V::loadu(g + i), at::vec::fmadd(v2, v - vmu, v3)); },
-      [&](int64_t i, A v) { return c1 * g[i] + (c2 * (v - mu) + c3); }, x);
-}
 
 template <typename T, typename W>
 class BackwardNchw {
@@ -147,11 +38,12 @@ class BackwardNchw {
         ppc_(whole_ ? 1 : (HxW_ + kPieceElems - 1) / kPieceElems),
         pieces_(whole_ ? (D_ + cpp_ - 1) / cpp_ : D_ * ppc_),
         short_(whole_ && HxW_ <= kChunk),
+        flat_(short_ && HxW_ >= Vectorized<A>::size()),
         sched_(make_schedule(units_, pieces_, 2 * M_ * static_cast<int64_t>(sizeof(T)))),
         direct_(whole_ || sched_.fused),
         pre_in_unit_(silu_ && sched_.fused && !a.r_in),
         keep_g_(pre_in_unit_ && a.dx && !a.group_in && M_ * static_cast<int64_t>(sizeof(A)) <= keep_grad_bytes()),
-        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= next_unit_bytes()),
+        next_unit_(sched_.fused && next_unit_prefetch(M_ * static_cast<int64_t>(sizeof(T)))),
         partial_(direct_ ? 0 : pieces_),
         sums_(units_ * D_),
         esums_(silu_ ? units_ * D_ : 0),
@@ -219,6 +111,10 @@ class BackwardNchw {
   // Short channels (whole, at most kChunk values): the same sums as segment_sums, as one loop
   // over the piece's channels with the per-channel helpers inlined (no call per channel).
   GN_HOT void stats_short(std::vector<ChanSums<A>>& target, bool only_e, int64_t u, int64_t p) {
+    if (flat_) {
+      stats_flat(target, only_e, u, p);
+      return;
+    }
     const int64_t d0 = p * cpp_, d1 = std::min(D_, d0 + cpp_);
     const int64_t n = u / a_.s.G, c0 = (u % a_.s.G) * D_;
     const A mu = a_.mean[u];
@@ -231,6 +127,103 @@ class BackwardNchw {
       const int64_t off = d * HxW_;
       dst[d] = channel_sums(dy + off, x + off, HxW_, mu, silu_, zc, only_e, kept ? kept + off : nullptr);
     }
+  }
+
+  // The per-channel coefficients of channels [d0, d0 + count) of unit u that the flat walks
+  // need, one channel and its successor at a time (walk_channels: a vector meets at most two).
+  struct FlatCoef {
+    A c1 = 0;  // rho * w (dx)
+    ZCoef<A> z;
+  };
+  FlatCoef flat_coef(int64_t u, int64_t d, A r) const {
+    FlatCoef k;
+    const int64_t c = (u % a_.s.G) * D_ + d;
+    k.c1 = a_.rstd[u] * param_at(a_.w, c, A(1));
+    if (silu_) k.z = z_coef(a_, u / a_.s.G, c, r);
+    return k;
+  }
+  // Channel c's coefficient in the lanes below m, channel c + 1's in the others.
+  static Vectorized<A> lanes_of(int64_t m, A cur, A next) {
+    using V = Vectorized<A>;
+    return m == V::size() ? V(cur) : V::blendv(V(next), V(cur), lanes_below<A>(m));
+  }
+
+  // stats_short as one flat walk over the piece's channels (HxW_ >= vector width): a, bs per
+  // channel, a vector that straddles two channels split by lanes; e summed over the whole
+  // piece (only the group's total is used) and recorded at the piece's first channel, zero at
+  // the others. The SiLU pre-pass and the main pass write e the same way (same bits of r).
+  GN_HOT void stats_flat(std::vector<ChanSums<A>>& target, bool only_e, int64_t u, int64_t p) {
+    using V = Vectorized<A>;
+    const int64_t d0 = p * cpp_, count = std::min(D_, d0 + cpp_) - d0;
+    const int64_t off = u * M_ + d0 * HxW_;
+    const A mu = a_.mean[u];
+    const V vmu(mu), zero(0);
+    const T* x = a_.x + off;
+    const T* dy = a_.dy + off;
+    ChanSums<A>* dst = target.data() + u * D_ + d0;
+    T* const none = nullptr;
+    V ve(0);
+    A se = 0;
+    if (only_e) {
+      walk_channels<T>(
+          count * HxW_, HxW_, HxW_, none, [&](int64_t, int64_t, int64_t, const V& v) { ve += v - vmu; },
+          [&](int64_t, int64_t, A v) { se += v - mu; }, [&](int64_t c) { dst[c].e = 0; }, x);
+    } else {
+      A* kept = keep_g_ ? kept_.get(M_) + d0 * HxW_ : nullptr;
+      FlatCoef cur = silu_ ? flat_coef(u, d0, r_silu_[u]) : FlatCoef{};
+      FlatCoef next = silu_ && count > 1 ? flat_coef(u, d0 + 1, r_silu_[u]) : FlatCoef{};
+      V va(0), vb(0), spill_a(0), spill_b(0);  // spill: lanes of a straddling vector past channel c
+      A sa = 0, sb = 0;
+      const auto grad = [&](int64_t i, int64_t m, const V& g0, const V& uu) {
+        if (!silu_) return g0;
+        const V z = at::vec::fmadd(uu, lanes_of(m, cur.z.zs, next.z.zs), lanes_of(m, cur.z.zb, next.z.zb));
+        const V g = silu_grad_vec<T>(g0, z);
+        if (kept) g.store(kept + i);
+        return g;
+      };
+      walk_channels<T>(
+          count * HxW_, HxW_, HxW_, none,
+          [&](int64_t i, int64_t, int64_t m, const V& g0, const V& v) {
+            const V uu = v - vmu;
+            const V g = grad(i, m, g0, uu);
+            ve += uu;
+            if (m == V::size()) {
+              va += g;
+              vb = at::vec::fmadd(g, uu, vb);
+            } else {  // zero, not a product with zero, in the other channel's lanes (inf * 0)
+              const V lo = lanes_below<A>(m);
+              const V gc = V::blendv(zero, g, lo), gn = V::blendv(g, zero, lo);
+              va += gc;
+              vb = at::vec::fmadd(gc, V::blendv(zero, uu, lo), vb);
+              spill_a = gn;
+              spill_b = gn * V::blendv(uu, zero, lo);
+            }
+          },
+          [&](int64_t i, int64_t, A g0, A v) {
+            const A uu = v - mu;
+            const A g = silu_ ? silu_grad_scalar(g0, uu * cur.z.zs + cur.z.zb) : g0;
+            if (kept) kept[i] = g;
+            sa += g;
+            sb += g * uu;
+            se += uu;
+          },
+          [&](int64_t c) {
+            dst[c].a = hsum(va) + sa;
+            dst[c].bs = hsum(vb) + sb;
+            dst[c].e = 0;
+            va = spill_a;
+            vb = spill_b;
+            spill_a = zero;
+            spill_b = zero;
+            sa = sb = 0;
+            if (silu_) {
+              cur = next;
+              if (c + 2 < count) next = flat_coef(u, d0 + c + 2, r_silu_[u]);
+            }
+          },
+          dy, x);
+    }
+    if (count > 0) dst[0].e = hsum(ve) + se;
   }
 
   void merge(std::vector<ChanSums<A>>& target, int64_t u) {
@@ -308,6 +301,10 @@ class BackwardNchw {
 
   // apply for short channels: one loop over the piece's channels, helpers inlined.
   GN_HOT void apply_short(int64_t u, int64_t p) {
+    if (flat_) {
+      apply_flat(u, p);
+      return;
+    }
     const int64_t d0 = p * cpp_, d1 = std::min(D_, d0 + cpp_);
     const int64_t n = u / a_.s.G, c0 = (u % a_.s.G) * D_;
     const A mu = a_.mean[u], rho = a_.rstd[u];
@@ -330,6 +327,53 @@ class BackwardNchw {
     }
   }
 
+  // apply_short as one flat walk over the piece's channels (HxW_ >= vector width): the same
+  // dx = c1 * dy' + (c2 * u + c3) per value, c1 (and SiLU's z coefficients) taken per lane.
+  GN_HOT void apply_flat(int64_t u, int64_t p) {
+    using V = Vectorized<A>;
+    const int64_t d0 = p * cpp_, count = std::min(D_, d0 + cpp_) - d0;
+    const int64_t off = u * M_ + d0 * HxW_;
+    const A mu = a_.mean[u];
+    const GroupCoef<A> gc = coef_[u];
+    const V vmu(mu), v2(gc.c2), v3(gc.c3);
+    const A* kept = keep_g_ ? kept_.get(M_) + d0 * HxW_ : nullptr;
+    FlatCoef cur = flat_coef(u, d0, gc.r);
+    FlatCoef next = count > 1 ? flat_coef(u, d0 + 1, gc.r) : FlatCoef{};
+    const int64_t unit_bytes = M_ * static_cast<int64_t>(sizeof(T));
+    const auto end = [&](int64_t c) {
+      cur = next;
+      if (c + 2 < count) next = flat_coef(u, d0 + c + 2, gc.r);
+      if (next_unit_) {
+        prefetch_at(a_.x + off + c * HxW_, unit_bytes, HxW_);
+        if (!kept) prefetch_at(a_.dy + off + c * HxW_, unit_bytes, HxW_);
+      }
+    };
+    if (kept) {
+      walk_channels<T>(
+          count * HxW_, HxW_, HxW_, a_.dx + off,
+          [&](int64_t i, int64_t, int64_t m, const V& v) {
+            return at::vec::fmadd(lanes_of(m, cur.c1, next.c1), V::loadu(kept + i), at::vec::fmadd(v2, v - vmu, v3));
+          },
+          [&](int64_t i, int64_t, A v) { return cur.c1 * kept[i] + (gc.c2 * (v - mu) + gc.c3); }, end, a_.x + off);
+    } else {
+      walk_channels<T>(
+          count * HxW_, HxW_, HxW_, a_.dx + off,
+          [&](int64_t, int64_t, int64_t m, const V& g0, const V& v) {
+            const V uu = v - vmu;
+            V g = g0;
+            if (silu_)
+              g = silu_grad_vec<T>(g0, at::vec::fmadd(uu, lanes_of(m, cur.z.zs, next.z.zs), lanes_of(m, cur.z.zb, next.z.zb)));
+            return at::vec::fmadd(lanes_of(m, cur.c1, next.c1), g, at::vec::fmadd(v2, uu, v3));
+          },
+          [&](int64_t, int64_t, A g0, A v) {
+            const A uu = v - mu;
+            const A g = silu_ ? silu_grad_scalar(g0, uu * cur.z.zs + cur.z.zb) : g0;
+            return cur.c1 * g + (gc.c2 * uu + gc.c3);
+          },
+          end, a_.dy + off, a_.x + off);
+    }
+  }
+
   const BwdArgs<T, W>& a_;
   const int64_t D_, HxW_, M_, units_;
   const bool silu_;
@@ -340,6 +384,7 @@ class BackwardNchw {
   const int64_t ppc_;  // pieces per channel
   const int64_t pieces_;
   const bool short_;   // whole channels of at most kChunk values: stats_short / apply_short
+  const bool flat_;    // short channels of at least a vector: stats_flat / apply_flat
   const Schedule sched_;
   // Where piece results go: straight into the per-channel sums when no other piece touches the
   // channel concurrently, else into per-piece partials merged in finish.

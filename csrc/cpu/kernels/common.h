@@ -153,6 +153,62 @@ inline void walk(int64_t n, T* out, const FV& fv, const FS& fs, const In*... in)
   }
 }
 
+// All-ones in the lanes below m, zero in the others (a mask for Vectorized<A>::blendv).
+template <typename A>
+inline Vectorized<A> lanes_below(int64_t m) {
+  return Vectorized<A>::arange(A(0), A(1)) < Vectorized<A>(static_cast<A>(m));
+}
+
+// `walk` over consecutive channels of one contiguous run, n values in all: the first channel
+// has `first` values (it may have begun before the run), every later one L >= K (K: lanes of
+// Vectorized<A>). The run is walked as one flat sequence of vectors instead of channel by
+// channel, so a short channel (NCHW with HxW of a few vectors: 7x7, 14x14) costs no scalar
+// tail and no vector split across cache lines by a channel start that is not line-aligned.
+// fv(i, c, m, x...) gets the vector at i: its lanes below m belong to channel c (counted from
+// 0), the others to channel c + 1 (m == K: all lanes in c; with L >= K a vector meets at most
+// two channels). fs(i, c, x...) gets a value of the scalar tail (the last n % K values). Once
+// a channel's last value has been passed to fv or fs, end(c) is called, in channel order; a
+// vector that ends channel c and begins c + 1 comes before end(c).
+template <typename T, typename FV, typename FS, typename FE, typename... In>
+inline void walk_channels(int64_t n, int64_t first, int64_t L, T* out, const FV& fv, const FS& fs, const FE& end,
+                          const In*... in) {
+  using IO = VecIO<T>;
+  using A = acc_t<T>;
+  constexpr int64_t K = IO::K;
+  int64_t c = 0, c_end = first;  // the current channel and the run offset where it ends
+  bool open = false;             // channel c has values passed on and no end(c) yet
+  int64_t i = 0;
+  for (; i + K <= n; i += K) {
+    const int64_t m = std::min<int64_t>(K, c_end - i);
+    if constexpr (std::is_void_v<decltype(fv(i, c, m, IO::load1(in + i)...))>) {
+      fv(i, c, m, IO::load1(in + i)...);
+    } else {
+      IO::store1(out + i, fv(i, c, m, IO::load1(in + i)...));
+    }
+    open = true;
+    if (i + K >= c_end) {
+      end(c);
+      ++c;
+      c_end += L;
+      open = m < K;  // the lanes from m on began channel c + 1
+    }
+  }
+  for (; i < n; ++i) {
+    if (i >= c_end) {
+      end(c);
+      ++c;
+      c_end += L;
+    }
+    if constexpr (std::is_void_v<decltype(fs(i, c, static_cast<A>(in[i])...))>) {
+      fs(i, c, static_cast<A>(in[i])...);
+    } else {
+      out[i] = static_cast<T>(fs(i, c, static_cast<A>(in[i])...));
+    }
+    open = true;
+  }
+  if (open) end(c);
+}
+
 // Software prefetch of the n values at p + ahead_bytes (prefetch_ahead: p + kPrefetchBytes),
 // one hint per cache line. The NHWC
 // kernels walk a unit row by row (C values each); with the hardware prefetcher alone the

@@ -47,7 +47,7 @@ class ForwardNchw {
         units_(a.s.N * a.s.G),
         pieces_((M_ + kPieceElems - 1) / kPieceElems),
         sched_(make_schedule(units_, pieces_, M_ * static_cast<int64_t>(sizeof(T)))),
-        next_unit_(sched_.fused && M_ * static_cast<int64_t>(sizeof(T)) <= next_unit_bytes()),
+        next_unit_(sched_.fused && next_unit_prefetch(M_ * static_cast<int64_t>(sizeof(T)))),
         partial_(sched_.fused ? 0 : pieces_),
         unit_moments_(units_),
         shift_(units_) {}
@@ -101,34 +101,82 @@ class ForwardNchw {
   }
 
   GN_HOT void apply(int64_t u, int64_t p) const {
-    const int64_t g = u % a_.s.G, D = a_.s.D(), HxW = a_.s.HxW;
+    const int64_t HxW = a_.s.HxW;
+    const int64_t begin = p * kPieceElems, end = std::min(M_, begin + kPieceElems);
+    if (HxW >= Vectorized<A>::size()) {
+      apply_flat(u, begin, end);
+      return;
+    }
+    const int64_t g = u % a_.s.G, D = a_.s.D();
     const T* xg = a_.x + u * M_;
     T* yg = a_.y + u * M_;
     const A sh = shift_[u];
-    const A m = unit_moments_[u].mean;
-    const A rstd = a_.rstd[u];
-    const int64_t end = std::min(M_, (p + 1) * kPieceElems);
-    for (int64_t i = p * kPieceElems; i < end;) {
+    for (int64_t i = begin; i < end;) {
       // A run within one channel: y = (x - sh) * sc + (b - m * sc).
       const int64_t c = g * D + i / HxW;
       const int64_t run_end = std::min(end, (i / HxW + 1) * HxW);
-      const A sc = rstd * param_at(a_.w, c, A(1));
-      const A bb = param_at(a_.b, c, A(0)) - m * sc;
+      const ChanAffine k = chan_affine(u, c);
       if (next_unit_) prefetch_at(xg + i, M_ * static_cast<int64_t>(sizeof(T)), run_end - i);
-      affine_act(xg + i, yg + i, run_end - i, sh, sc, bb, a_.s.act);
+      affine_act(xg + i, yg + i, run_end - i, sh, k.sc, k.bb, a_.s.act);
       i = run_end;
     }
+  }
+
+  // y = (x - sh) * sc + bb of channel c of unit u.
+  struct ChanAffine {
+    A sc = 0, bb = 0;
+  };
+  ChanAffine chan_affine(int64_t u, int64_t c) const {
+    ChanAffine k;
+    k.sc = a_.rstd[u] * param_at(a_.w, c, A(1));
+    k.bb = param_at(a_.b, c, A(0)) - unit_moments_[u].mean * k.sc;
+    return k;
+  }
+
+  // apply over values [begin, end) of unit u when a channel holds at least a vector: one flat
+  // walk (walk_channels), sc / bb taken per lane where a vector straddles two channels; the same
+  // y = (x - sh) * sc + bb per value as affine_act.
+  GN_HOT void apply_flat(int64_t u, int64_t begin, int64_t end) const {
+    using V = Vectorized<A>;
+    const int64_t HxW = a_.s.HxW, c0 = (u % a_.s.G) * a_.s.D() + begin / HxW;
+    const int64_t last = (u % a_.s.G) * a_.s.D() + a_.s.D() - 1;
+    const T* x = a_.x + u * M_ + begin;
+    const A sh = shift_[u];
+    const V vsh(sh);
+    const bool silu = a_.s.act == Activation::SiLU;
+    ChanAffine cur = chan_affine(u, c0), next = chan_affine(u, std::min(c0 + 1, last));
+    const auto pick = [](int64_t m, A a, A b) {
+      return m == V::size() ? V(a) : V::blendv(V(b), V(a), lanes_below<A>(m));
+    };
+    const int64_t unit_bytes = M_ * static_cast<int64_t>(sizeof(T));
+    walk_channels<T>(
+        end - begin, (begin / HxW + 1) * HxW - begin, HxW, a_.y + u * M_ + begin,
+        [&](int64_t, int64_t, int64_t m, const V& v) {
+          const V y = at::vec::fmadd(v - vsh, pick(m, cur.sc, next.sc), pick(m, cur.bb, next.bb));
+          return silu ? silu_vec<T>(y) : y;
+        },
+        [&](int64_t, int64_t, A v) {
+          const A y = (v - sh) * cur.sc + cur.bb;
+          return silu ? silu_scalar(y) : y;
+        },
+        [&](int64_t c) {
+          cur = next;
+          next = chan_affine(u, std::min(c0 + c + 2, last));
+          if (next_unit_) {
+            const int64_t i0 = c == 0 ? 0 : (begin / HxW + c) * HxW - begin;
+            const int64_t i1 = std::min(end - begin, (begin / HxW + c + 1) * HxW - begin);
+            prefetch_at(x + i0, unit_bytes, i1 - i0);
+          }
+        },
+        x);
   }
 
   const FwdArgs<T, W>& a_;
   const int64_t M_, units_, pieces_;
   const Schedule sched_;
   // Fused, small units: the normalization pass of a unit (from L1/L2) prefetches the same
-  // range of the next unit, whose statistics pass then finds it in cache; without it a
-  // thread reads DRAM only during statistics passes. Measured, fp32, G = 32, 2 threads,
-  // interleaved calls: forward 32x2048x7x7 (12 KiB units) 1.58 -> 1.31 ms, 32x1024x14x14 (24
-  // KiB) 3.15 -> 2.63 ms, 8x512x32x32 (64 KiB) 1.85 -> 1.55 ms, 32x512x28x28 (49 KiB) -3%;
-  // larger units lost: 32x256x56x56 (98 KiB) +2%, 1x512x128x128 (1 MiB) +8%.
+  // range of the next unit, whose statistics pass then finds it in cache, where the machine
+  // gains from it (next_unit_prefetch, schedule.h, with the measurements).
   const bool next_unit_;
   std::vector<Moments<A>> partial_;       // split: per-piece moments of the unit in progress
   std::vector<Moments<A>> unit_moments_;  // (N * G)

@@ -1,5 +1,5 @@
-// What the CPU kernels' tuning is derived from: the cache sizes and the transparent-huge-page
-// policy that this machine reports (Linux sysfs, read once per process), and the use of huge
+// What the CPU kernels' tuning is derived from: the cache sizes, the CPU vendor and the
+// transparent-huge-page policy that this machine reports (Linux sysfs, read once per process), and the use of huge
 // pages for fresh outputs. Why and how each tuning value follows from these: csrc/README.md.
 #pragma once
 
@@ -25,6 +25,7 @@ struct MachineInfo {
   int64_t llc = 32 << 20;   // bytes, the last-level cache cpu0 sees (all of it, shared or not)
   int64_t huge_page = 0;    // bytes of a transparent huge page, 0 when none can be asked for
   bool thp_madvise = false; // huge pages are given on request (THP mode "madvise"), not always
+  bool intel = false;       // the CPU's vendor (cpuid) is Intel: its hardware prefetchers differ
 };
 
 inline bool read_line(const std::string& path, char* buf, size_t n) {
@@ -86,6 +87,10 @@ inline MachineInfo read_machine_info() {
       m.llc = size;
     }
   }
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  m.intel = __builtin_cpu_is("intel");
+#endif
   if (read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf)) {
     m.thp_madvise = std::strstr(buf, "[madvise]") != nullptr;
     if (m.thp_madvise || std::strstr(buf, "[always]")) {

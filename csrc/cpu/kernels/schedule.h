@@ -62,8 +62,15 @@ constexpr int64_t kShortRowBytes = 4096;
 inline bool stats_prefetch(int64_t row_bytes, int64_t input_bytes) {
   return row_bytes < kShortRowBytes || input_bytes > machine().llc;
 }
-// NCHW fused: a unit this small prefetches the next one into L1/L2 [96 / 64 KiB].
-inline int64_t next_unit_bytes() { return machine().l1d * 2; }
+// NCHW fused: whether the second pass of a unit of unit_bytes prefetches the same range of the
+// next unit, so that the next statistics pass finds it in cache: on Intel CPUs, for units of
+// at most two L1d [96 KiB]; never on others. Measured, fp32, G = 32, 2 threads, interleaved
+// calls: on an Intel VM (L2 2 MiB / core) the forward of 32x2048x7x7 (12 KiB units) 1.58 ->
+// 1.31 ms, 32x1024x14x14 3.15 -> 2.63 ms, 8x512x32x32 1.85 -> 1.55 ms, the backward 4-7%
+// faster; on an AMD EPYC Zen 4 VM (L2 1 MiB / core), where the hardware prefetchers already
+// keep up with the unit-after-unit walk, the prefetch instructions made the same forwards and
+// backwards 4-15% slower (geomean over 7 shapes, hot and cold, benchmarks/RESULTS.md).
+inline bool next_unit_prefetch(int64_t unit_bytes) { return machine().intel && unit_bytes <= machine().l1d * 2; }
 
 // Fewer bytes than this per thread are not worth waking a thread for: a parallel region costs
 // a few microseconds, the work of a small call less (ATen's GRAIN_SIZE of 32768 elements is the
