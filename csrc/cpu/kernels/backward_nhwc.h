@@ -87,14 +87,14 @@ class BackwardNhwc {
     std::fill(out, out + 3 * C_, A(0));
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = a_.x + base + r * C_;
-      prefetch_ahead(xr, C_);
+      if (row_prefetch_) prefetch_ahead(xr, C_);
       if (phase == 0) {
         walk<T>(
             C_, nullptr, [&](int64_t c, const V& x) { (V::loadu(oe + c) + (x - V::loadu(mu + c))).store(oe + c); },
             [&](int64_t c, A x) { oe[c] += x - mu[c]; }, xr);
         continue;
       }
-      prefetch_ahead(a_.dy + base + r * C_, C_);
+      if (row_prefetch_) prefetch_ahead(a_.dy + base + r * C_, C_);
       walk<T>(
           C_, nullptr,
           [&](int64_t c, const V& x, const V& dy) {
@@ -253,6 +253,7 @@ class BackwardNhwc {
   std::vector<A> partial_;
   ChannelSlots<A> chans_;
   Scratch<A> scratch_;
+  const bool row_prefetch_ = row_prefetch();  // the sums prefetch each row of x and dy ahead
   const std::vector<A> wv_;
 };
 

@@ -211,10 +211,11 @@ inline void walk_channels(int64_t n, int64_t first, int64_t L, T* out, const FV&
 
 // Software prefetch of the n values at p + ahead_bytes (prefetch_ahead: p + kPrefetchBytes),
 // one hint per cache line. The NHWC
-// kernels walk a unit row by row (C values each); with the hardware prefetcher alone the
-// reductions' first pass ran ~30% slower than a plain read of the same bytes (measured on a
-// 33.5 MB bf16 sample, 2.0 vs 1.6 ms; with the hint they match), and the forward's
-// normalization pass over a sample that is not in L2 ~6% slower. A hint past the end of the
+// kernels walk a unit row by row (C values each); on an Intel VM, with the hardware
+// prefetcher alone the reductions' first pass ran ~30% slower than a plain read of the same
+// bytes (measured on a 33.5 MB bf16 sample, 2.0 vs 1.6 ms; with the hint they match), and the
+// forward's normalization pass over a sample that is not in L2 ~6% slower (where the machine
+// gains from it: row_prefetch, next_unit_prefetch in schedule.h). A hint past the end of the
 // tensor is harmless (prefetches never fault); the address is formed as an integer so that
 // no out-of-bounds pointer is.
 template <typename T>

@@ -206,7 +206,7 @@ class ForwardNhwc {
         const int64_t r = ps[k] * rows_per_piece_ + i;
         xr[k] = xs + r * C_;
         yr[k] = ys + r * C_;
-        prefetch_ahead(xr[k], C_);
+        if (row_prefetch_) prefetch_ahead(xr[k], C_);
       }
       if (silu)
         affine_rows<kS, true>(xr, yr, sh, sc, bb);
@@ -232,6 +232,7 @@ class ForwardNhwc {
   Scratch<A> scratch_;
   Scratch<Moments<A>> unit_partial_;  // fused: one unit's per-piece moments per thread
   const std::vector<A> wv_, bv_;
+  const bool row_prefetch_ = row_prefetch();  // the normalization prefetches each row ahead
   const bool stats_prefetch_;  // the statistics prefetch a block of rows ahead (block_moments)
 };
 
