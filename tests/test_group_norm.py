@@ -18,7 +18,9 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # not multiples of any vector width; channels spanning several CPU pieces; channels-last rows
 # of 100 channels (the CPU statistics' 4-, 2- and 1-vector channel tiles and a scalar tail) over
 # several pieces and row blocks; channels-last samples of 13 full pieces plus a partial one (the
-# CPU forward walks four pieces at a time per thread, with 1, 2 or 3 threads).
+# CPU forward walks four pieces at a time per thread, with 1, 2 or 3 threads); short NCHW
+# channels that are not whole vectors, walked as one run (a vector holds two channels' values),
+# in groups of more than one CPU piece (a piece that starts inside a channel).
 SHAPES = [
     ((3, 12), 2),
     ((2, 8, 13), 4),
@@ -31,6 +33,7 @@ SHAPES = [
     ((2, 33, 3, 5), 11),
     ((2, 100, 13, 17), 10),
     ((1, 72, 91, 131), 8),
+    ((1, 160, 15, 15), 2),
 ]
 LAYOUTS = ["contiguous", "channels_last", "noncontiguous"]
 AFFINE = ["both", "none", "weight", "bias"]

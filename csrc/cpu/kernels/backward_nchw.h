@@ -38,7 +38,7 @@ class BackwardNchw {
         ppc_(whole_ ? 1 : (HxW_ + kPieceElems - 1) / kPieceElems),
         pieces_(whole_ ? (D_ + cpp_ - 1) / cpp_ : D_ * ppc_),
         short_(whole_ && HxW_ <= kChunk),
-        flat_(short_ && HxW_ >= Vectorized<A>::size()),
+        flat_(short_ && walk_flat<T>(HxW_)),
         sched_(make_schedule(units_, pieces_, 2 * M_ * static_cast<int64_t>(sizeof(T)))),
         direct_(whole_ || sched_.fused),
         pre_in_unit_(silu_ && sched_.fused && !a.r_in),
@@ -148,7 +148,7 @@ class BackwardNchw {
     return m == V::size() ? V(cur) : V::blendv(V(next), V(cur), lanes_below<A>(m));
   }
 
-  // stats_short as one flat walk over the piece's channels (HxW_ >= vector width): a, bs per
+  // stats_short as one flat walk over the piece's channels (walk_flat): a, bs per
   // channel, a vector that straddles two channels split by lanes; e summed over the whole
   // piece (only the group's total is used) and recorded at the piece's first channel, zero at
   // the others. The SiLU pre-pass and the main pass write e the same way (same bits of r).
@@ -327,7 +327,7 @@ class BackwardNchw {
     }
   }
 
-  // apply_short as one flat walk over the piece's channels (HxW_ >= vector width): the same
+  // apply_short as one flat walk over the piece's channels (walk_flat): the same
   // dx = c1 * dy' + (c2 * u + c3) per value, c1 (and SiLU's z coefficients) taken per lane.
   GN_HOT void apply_flat(int64_t u, int64_t p) {
     using V = Vectorized<A>;
@@ -384,7 +384,7 @@ class BackwardNchw {
   const int64_t ppc_;  // pieces per channel
   const int64_t pieces_;
   const bool short_;   // whole channels of at most kChunk values: stats_short / apply_short
-  const bool flat_;    // short channels of at least a vector: stats_flat / apply_flat
+  const bool flat_;    // short channels walked as one run (walk_flat): stats_flat / apply_flat
   const Schedule sched_;
   // Where piece results go: straight into the per-channel sums when no other piece touches the
   // channel concurrently, else into per-piece partials merged in finish.

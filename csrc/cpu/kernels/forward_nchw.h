@@ -103,7 +103,7 @@ class ForwardNchw {
   GN_HOT void apply(int64_t u, int64_t p) const {
     const int64_t HxW = a_.s.HxW;
     const int64_t begin = p * kPieceElems, end = std::min(M_, begin + kPieceElems);
-    if (HxW >= Vectorized<A>::size()) {
+    if (walk_flat<T>(HxW)) {
       apply_flat(u, begin, end);
       return;
     }
@@ -133,8 +133,8 @@ class ForwardNchw {
     return k;
   }
 
-  // apply over values [begin, end) of unit u when a channel holds at least a vector: one flat
-  // walk (walk_channels), sc / bb taken per lane where a vector straddles two channels; the same
+  // apply over values [begin, end) of unit u with short channels (walk_flat): one flat walk
+  // (walk_channels), sc / bb taken per lane where a vector straddles two channels; the same
   // y = (x - sh) * sc + bb per value as affine_act.
   GN_HOT void apply_flat(int64_t u, int64_t begin, int64_t end) const {
     using V = Vectorized<A>;
