@@ -142,11 +142,6 @@ class BackwardNchw {
     if (silu_) k.z = z_coef(a_, u / a_.s.G, c, r);
     return k;
   }
-  // Channel c's coefficient in the lanes below m, channel c + 1's in the others.
-  static Vectorized<A> lanes_of(int64_t m, A cur, A next) {
-    using V = Vectorized<A>;
-    return m == V::size() ? V(cur) : V::blendv(V(next), V(cur), lanes_below<A>(m));
-  }
 
   // stats_short as one flat walk over the piece's channels (walk_flat): a, bs per
   // channel, a vector that straddles two channels split by lanes; e summed over the whole
@@ -176,7 +171,7 @@ class BackwardNchw {
       A sa = 0, sb = 0;
       const auto grad = [&](int64_t i, int64_t m, const V& g0, const V& uu) {
         if (!silu_) return g0;
-        const V z = at::vec::fmadd(uu, lanes_of(m, cur.z.zs, next.z.zs), lanes_of(m, cur.z.zb, next.z.zb));
+        const V z = at::vec::fmadd(uu, lanes_of<A>(m, cur.z.zs, next.z.zs), lanes_of<A>(m, cur.z.zb, next.z.zb));
         const V g = silu_grad_vec<T>(g0, z);
         if (kept) g.store(kept + i);
         return g;
@@ -352,7 +347,7 @@ class BackwardNchw {
       walk_channels<T>(
           count * HxW_, HxW_, HxW_, a_.dx + off,
           [&](int64_t i, int64_t, int64_t m, const V& v) {
-            return at::vec::fmadd(lanes_of(m, cur.c1, next.c1), V::loadu(kept + i), at::vec::fmadd(v2, v - vmu, v3));
+            return at::vec::fmadd(lanes_of<A>(m, cur.c1, next.c1), V::loadu(kept + i), at::vec::fmadd(v2, v - vmu, v3));
           },
           [&](int64_t i, int64_t, A v) { return cur.c1 * kept[i] + (gc.c2 * (v - mu) + gc.c3); }, end, a_.x + off);
     } else {
@@ -362,8 +357,8 @@ class BackwardNchw {
             const V uu = v - vmu;
             V g = g0;
             if (silu_)
-              g = silu_grad_vec<T>(g0, at::vec::fmadd(uu, lanes_of(m, cur.z.zs, next.z.zs), lanes_of(m, cur.z.zb, next.z.zb)));
-            return at::vec::fmadd(lanes_of(m, cur.c1, next.c1), g, at::vec::fmadd(v2, uu, v3));
+              g = silu_grad_vec<T>(g0, at::vec::fmadd(uu, lanes_of<A>(m, cur.z.zs, next.z.zs), lanes_of<A>(m, cur.z.zb, next.z.zb)));
+            return at::vec::fmadd(lanes_of<A>(m, cur.c1, next.c1), g, at::vec::fmadd(v2, uu, v3));
           },
           [&](int64_t, int64_t, A g0, A v) {
             const A uu = v - mu;

@@ -159,6 +159,14 @@ inline Vectorized<A> lanes_below(int64_t m) {
   return Vectorized<A>::arange(A(0), A(1)) < Vectorized<A>(static_cast<A>(m));
 }
 
+// A per-channel coefficient as walk_channels' fv needs it: cur (channel c's) in the lanes
+// below m, next (channel c + 1's) in the others; m == K (all lanes in c) costs no blend.
+template <typename A>
+inline Vectorized<A> lanes_of(int64_t m, A cur, A next) {
+  using V = Vectorized<A>;
+  return m == V::size() ? V(cur) : V::blendv(V(next), V(cur), lanes_below<A>(m));
+}
+
 // Whether the NCHW kernels walk channels of L values as one flat run (walk_channels, below):
 // short channels (at most 2048 values, the backward's short_ limit) of at least a vector, in
 // float / double. Half types keep the per-channel walk, whose steps are a whole Vectorized<T>

@@ -145,14 +145,11 @@ class ForwardNchw {
     const V vsh(sh);
     const bool silu = a_.s.act == Activation::SiLU;
     ChanAffine cur = chan_affine(u, c0), next = chan_affine(u, std::min(c0 + 1, last));
-    const auto pick = [](int64_t m, A a, A b) {
-      return m == V::size() ? V(a) : V::blendv(V(b), V(a), lanes_below<A>(m));
-    };
     const int64_t unit_bytes = M_ * static_cast<int64_t>(sizeof(T));
     walk_channels<T>(
         end - begin, (begin / HxW + 1) * HxW - begin, HxW, a_.y + u * M_ + begin,
         [&](int64_t, int64_t, int64_t m, const V& v) {
-          const V y = at::vec::fmadd(v - vsh, pick(m, cur.sc, next.sc), pick(m, cur.bb, next.bb));
+          const V y = at::vec::fmadd(v - vsh, lanes_of<A>(m, cur.sc, next.sc), lanes_of<A>(m, cur.bb, next.bb));
           return silu ? silu_vec<T>(y) : y;
         },
         [&](int64_t, int64_t, A v) {

@@ -1,6 +1,6 @@
 // What the CPU kernels' tuning is derived from: the cache sizes, the CPU vendor and the
-// transparent-huge-page policy that this machine reports (Linux sysfs, read once per process), and the use of huge
-// pages for fresh outputs. Why and how each tuning value follows from these: csrc/README.md.
+// transparent-huge-page policy that this machine reports (Linux sysfs and cpuid, read once
+// per process), and the use of huge pages for fresh outputs. Why and how each tuning value follows from these: csrc/README.md.
 #pragma once
 
 #include <algorithm>
